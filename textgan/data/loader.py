@@ -1,0 +1,270 @@
+"""Streaming loader over a textgan shard directory (format: textgan/data/format.py).
+
+    loader = train_loader("shards/coco64", batch_size=32, rank=r, world_size=R, seed=0)
+    for step, batch in zip(range(total_steps), loader): ...
+    checkpoint["data"] = loader.state_dict()           # one state per rank
+    loader = train_loader(..., state=checkpoint["data"])  # continues with the next unseen batch
+
+Training (`train_loader`): infinite, resampled (shards drawn at random, weighted by size), so every
+rank yields the same number of batches whatever the shard count, deterministic for (seed, rank,
+position), resumable exactly. Evaluation (`eval_loader`): every sample exactly once across all ranks
+and workers; ranks may get different numbers of batches, so gather results after the loop rather
+than calling collectives per batch.
+
+Batch dict (both modes):
+    image              float32 [B, 3, R, R] in [-1, 1]
+    caption            list[str], one of the image's captions drawn at random per access
+                       (evaluation: drawn from the image id, the same in every evaluation)
+    caption_alt        list[str], another caption of the same image (the same one if it has only one)
+    caption_index, caption_alt_index   int64 [B];  image_id int64 [B];  key list[str]
+    clip_img, clip_txt, clip_txt_alt   float32 [B, D] when the shards carry CLIP features
+                       (clip_txt / clip_txt_alt: the rows of caption / caption_alt)
+    perceptual         float32 [B, F] when the shards carry perceptual features
+Damaged samples and tars are skipped with a warning and counted (`.skipped`, `.seen`).
+
+Worker-side details: textgan/data/loader_streams.py (streams), loader_samples.py (read, decode).
+"""
+
+import hashlib
+import json
+import os
+
+import torch
+from torch.utils.data import DataLoader
+
+from textgan.data.loader_samples import feature_flags
+from textgan.data.loader_streams import EvalStream, TrainStream
+from textgan.data.manifest import load_manifest
+from textgan.errors import UsageError
+
+STATE_FORMAT = "textgan-train-loader"
+STATE_VERSION = 1
+# The skip-rate alarm waits for this many samples, so that one bad sample among the first
+# few does not look like a 10% failure rate.
+MIN_SAMPLES_FOR_SKIP_RATE = 100
+
+
+class SkipRateExceeded(RuntimeError):
+    """More samples than the run's max_skip_rate allows were damaged."""
+
+
+def _passthrough(item):
+    # The default conversion would walk every batch; ours are already tensors and lists.
+    return item
+
+
+def _check_layout(batch_size, rank, world_size, num_workers):
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+
+
+class _ShardSet:
+    """What both loaders need from the manifest: shard paths, sample counts, resolution, features."""
+
+    def __init__(self, shards_dir: str):
+        self.manifest = load_manifest(shards_dir)
+        shards = self.manifest.get("shards") or []
+        self.paths = [os.path.join(shards_dir, s["name"]) for s in shards]
+        self.counts = [int(s["samples"]) for s in shards]
+        if not shards or sum(self.counts) == 0:
+            raise UsageError(f"{shards_dir}: the manifest lists no samples; rebuild the shards.")
+        self.resolution = int(self.manifest["settings"]["resolution"])
+        self.clip, self.perceptual = feature_flags(self.manifest)
+        # Identifies the shard set in a saved state: positions mean nothing over other shards.
+        listing = json.dumps([[s["name"], s["samples"], s.get("sha256")] for s in shards])
+        self.digest = hashlib.sha256(listing.encode()).hexdigest()[:16]
+
+    def stream_kwargs(self):
+        return dict(resolution=self.resolution, clip=self.clip, perceptual=self.perceptual)
+
+
+def _data_loader(dataset, num_workers):
+    # A private generator: DataLoader draws its base seed from it instead of the global torch RNG,
+    # so iterating the loader never changes the training's random state (our streams use their own
+    # explicitly keyed numpy generators and ignore the base seed).
+    return DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=num_workers,
+        collate_fn=_passthrough,
+        generator=torch.Generator().manual_seed(0),
+        # Relies on the DataLoader's default in-order delivery (batch b from worker b % num_workers);
+        # TrainLoader checks it on every batch. (`in_order=` itself only exists from torch 2.6.)
+    )
+
+
+class TrainLoader:
+    """Infinite training batches of one rank; see the module docstring and `train_loader`.
+
+    Iterating continues from the consumed position: `iter()` again (or after load_state_dict)
+    starts where the last batch handed out left off. Only the newest iterator is valid; an
+    older one raises when advanced, since two iterators would advance the same position."""
+
+    def __init__(self, shards_dir, batch_size, *, rank=0, world_size=1, seed=0, num_workers=2, max_skip_rate=None):
+        _check_layout(batch_size, rank, world_size, num_workers)
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
+        if max_skip_rate is not None and not 0 <= max_skip_rate <= 1:
+            raise ValueError(f"max_skip_rate must be in [0, 1], got {max_skip_rate}")
+        self.shards_dir = str(shards_dir)
+        self._shards = _ShardSet(self.shards_dir)
+        self.manifest = self._shards.manifest
+        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
+        self.seed, self.num_workers, self.max_skip_rate = seed, num_workers, max_skip_rate
+        self._num_streams = max(num_workers, 1)  # num_workers=0: one stream in this process
+        self._generation = 0
+        self._state = {"batches": 0, "workers": {}, "skipped": 0, "seen": 0}
+
+    @property
+    def skipped(self) -> int:
+        """Samples skipped (damaged) while producing the batches handed out so far."""
+        return self._state["skipped"]
+
+    @property
+    def seen(self) -> int:
+        """Samples served in the batches handed out so far."""
+        return self._state["seen"]
+
+    @property
+    def batches(self) -> int:
+        return self._state["batches"]
+
+    def state_dict(self) -> dict:
+        """JSON-serialisable position after the last batch handed out (not after the workers'
+        prefetch). "workers" maps each stream ever used to its (shard visit n, offset)."""
+        return {
+            "format": STATE_FORMAT,
+            "version": STATE_VERSION,
+            "seed": self.seed,
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "num_workers": self.num_workers,
+            "shards_digest": self._shards.digest,
+            "batches": self._state["batches"],
+            "workers": {w: list(pos) for w, pos in sorted(self._state["workers"].items())},
+            "skipped": self._state["skipped"],
+            "seen": self._state["seen"],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from `state` (from state_dict(), possibly through JSON). Refuses a state of
+        another seed, rank, world size or shard set, whose positions would mean other batches.
+        A different num_workers is accepted: each stream continues from its own position and
+        streams new to this run start at their beginning, so no consumed batch is replayed
+        (the batch order then differs from a run that kept the old worker count)."""
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise ValueError("not a textgan training-loader state (expected the dict from TrainLoader.state_dict())")
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"loader state version {state.get('version')} is not supported (this is {STATE_VERSION})")
+        mine = {"seed": self.seed, "rank": self.rank, "world_size": self.world_size,
+                "shards_digest": self._shards.digest}
+        wrong = {k: (state.get(k), v) for k, v in mine.items() if state.get(k) != v}
+        if wrong:
+            details = ", ".join(f"{k}: saved {saved!r}, now {now!r}" for k, (saved, now) in wrong.items())
+            raise ValueError(
+                f"the loader state was saved by another data layout ({details}); resume with the same seed, "
+                "rank, world size and shard directory, or start the data stream afresh (state=None)"
+            )
+        self._generation += 1  # invalidate iterators that still run from the old position
+        self._state = {
+            "batches": int(state["batches"]),
+            "workers": {int(w): (int(pos[0]), int(pos[1])) for w, pos in state["workers"].items()},
+            "skipped": int(state["skipped"]),
+            "seen": int(state["seen"]),
+        }
+
+    def __iter__(self):
+        self._generation += 1
+        positions = [self._state["workers"].get(w, (0, 0)) for w in range(self._num_streams)]
+        dataset = TrainStream(
+            self._shards.paths, self._shards.counts, self.batch_size, seed=self.seed, rank=self.rank,
+            num_streams=self._num_streams, positions=positions, start_batch=self._state["batches"],
+            **self._shards.stream_kwargs(),
+        )
+        return self._consume(iter(_data_loader(dataset, self.num_workers)), self._generation)
+
+    def _consume(self, batches, generation):
+        state = self._state
+        for batch in batches:
+            if generation != self._generation:
+                raise RuntimeError("this iterator was superseded by a newer iter() or load_state_dict()")
+            stream = batch.pop("_stream")
+            if stream != state["batches"] % self._num_streams:  # the round-robin the resume relies on
+                raise RuntimeError(f"batch {state['batches']} came from stream {stream}: DataLoader order broken")
+            state["workers"][stream] = tuple(batch.pop("_pos"))
+            state["skipped"] += batch.pop("_skipped")
+            state["seen"] += batch.pop("_seen")
+            state["batches"] += 1
+            self._check_skip_rate()
+            yield batch
+
+    def _check_skip_rate(self):
+        skipped, seen = self._state["skipped"], self._state["seen"]
+        total = skipped + seen
+        if self.max_skip_rate is None or total < MIN_SAMPLES_FOR_SKIP_RATE:
+            return
+        if skipped / total > self.max_skip_rate:
+            raise SkipRateExceeded(
+                f"{skipped} of {total} samples ({skipped / total:.1%}) in {self.shards_dir} were damaged and "
+                f"skipped, more than max_skip_rate={self.max_skip_rate:g}; check the warnings for the "
+                "broken tars or samples and rebuild them, or raise max_skip_rate"
+            )
+
+
+def train_loader(shards_dir, batch_size, *, rank=0, world_size=1, seed=0, num_workers=2, max_skip_rate=None,
+                 state=None) -> TrainLoader:
+    """Infinite, resampled, resumable training batches for `rank` of `world_size` (see module doc).
+
+    max_skip_rate: raise SkipRateExceeded once skipped / (seen + skipped) exceeds it (checked after
+    MIN_SAMPLES_FOR_SKIP_RATE samples). state: a TrainLoader.state_dict() to continue from."""
+    loader = TrainLoader(shards_dir, batch_size, rank=rank, world_size=world_size, seed=seed,
+                         num_workers=num_workers, max_skip_rate=max_skip_rate)
+    if state is not None:
+        loader.load_state_dict(state)
+    return loader
+
+
+class EvalLoader:
+    """One pass over this rank's share of the shards per iter(); `.skipped` / `.seen` count the
+    current (or last) pass; `.shards` are this rank's shard paths, `.num_samples` the samples
+    the manifest lists for them."""
+
+    def __init__(self, shards_dir, batch_size, *, rank=0, world_size=1, num_workers=2):
+        _check_layout(batch_size, rank, world_size, num_workers)
+        self.shards_dir = str(shards_dir)
+        shards = _ShardSet(self.shards_dir)
+        self.manifest = shards.manifest
+        slots = max(num_workers, 1)
+        if len(shards.paths) < world_size * slots:
+            raise UsageError(
+                f"{len(shards.paths)} shards cannot feed {world_size} ranks x {slots} workers "
+                f"({self.shards_dir}): every worker needs at least one shard to read each sample exactly "
+                "once; rebuild with more shards (--samples-per-shard smaller) or use fewer workers"
+            )
+        self.num_workers = num_workers
+        self._dataset = EvalStream(shards.paths, shards.counts, batch_size, rank=rank, world_size=world_size,
+                                   num_slots=slots, **shards.stream_kwargs())
+        mine = [i for w in range(slots) for i in self._dataset.shards_of_slot(w)]
+        self.shards = [shards.paths[i] for i in sorted(mine)]
+        self.num_samples = sum(shards.counts[i] for i in mine)
+        self.skipped = 0
+        self.seen = 0
+
+    def __iter__(self):
+        self.skipped = self.seen = 0
+        for item in _data_loader(self._dataset, self.num_workers):
+            self.skipped += item.pop("_skipped")
+            self.seen += item.pop("_seen")
+            item.pop("_stream")
+            if not item.pop("_stats_only", False):
+                yield item
+
+
+def eval_loader(shards_dir, batch_size, *, rank=0, world_size=1, num_workers=2) -> EvalLoader:
+    """Every sample once across all ranks and workers (see module doc); UsageError when there are
+    fewer shards than world_size x max(num_workers, 1)."""
+    return EvalLoader(shards_dir, batch_size, rank=rank, world_size=world_size, num_workers=num_workers)

@@ -1,0 +1,187 @@
+"""Worker side of the streaming loader: read one shard's samples, decode them, stack them into a batch.
+
+Skips are counted as "samples the manifest promises minus samples served": a sample whose JPEG,
+JSON or features do not decode counts 1, and a shard that is truncated (or missing) counts the
+samples it no longer holds. So the count is exact however a tar is damaged, and the same in the
+training and the evaluation streams.
+"""
+
+import io
+import json
+import logging
+
+import numpy as np
+import torch
+from webdataset.tariterators import group_by_keys, tar_file_expander
+
+from textgan.data import format as fmt
+from textgan.data.decode import decode_jpeg, to_float_image
+
+log = logging.getLogger("textgan.data.loader")
+
+# Distinct constants keep the random streams drawn for different purposes independent.
+EVAL_CAPTION_DOMAIN = 0x45564C  # "EVL"
+_MAX_DISTINCT_WARNINGS = 100
+
+
+class SampleError(ValueError):
+    """A sample that cannot be served (bad JPEG, JSON or features)."""
+
+
+class SkipCounter:
+    """Counts skipped samples in one worker; warns once per distinct problem, because a training
+    stream revisits a bad sample every time it draws its shard and would otherwise flood the log."""
+
+    def __init__(self):
+        self.count = 0
+        self._warned = set()
+
+    def skip(self, where: str, reason: str, n: int = 1) -> None:
+        self.count += n
+        if where not in self._warned and len(self._warned) < _MAX_DISTINCT_WARNINGS:
+            self._warned.add(where)
+            log.warning("textgan loader: skipping %d sample(s) of %s: %s", n, where, reason)
+
+
+def read_shard(path: str, expected: int, skips: SkipCounter) -> list:
+    """The raw samples ({"__key__", "jpg": bytes, ...}) of one tar, in tar order.
+
+    Uses webdataset's tar iteration with a handler that keeps going, so a truncated tar still
+    gives every complete sample before the cut. Samples lost to the damage are counted here;
+    a partial sample at the cut is returned and fails to decode later (counted then)."""
+    errors = []
+
+    def keep_going(exn):
+        errors.append(exn)
+        return True
+
+    try:
+        with open(path, "rb") as stream:
+            files = tar_file_expander([{"url": path, "stream": stream}], handler=keep_going)
+            raw = list(group_by_keys(files, handler=keep_going))
+    except OSError as exn:  # missing or unreadable file: the whole shard is lost
+        errors.append(exn)
+        raw = []
+    missing = max(expected - len(raw), 0)
+    if errors or missing:
+        reason = f"damaged tar ({errors[0]!r})" if errors else "fewer samples than the manifest lists"
+        skips.skip(path, f"{reason}; {len(raw)} of {expected} samples readable", n=missing)
+    return raw
+
+
+def choose_captions(n_captions: int, u_main: float, u_alt: float) -> tuple:
+    """(index, alt_index) of two captions from two uniform draws in [0, 1): alt differs from index
+    whenever the image has more than one caption (heterologous pairs for the contrastive losses)."""
+    index = min(int(u_main * n_captions), n_captions - 1)
+    if n_captions == 1:
+        return index, index
+    step = 1 + min(int(u_alt * (n_captions - 1)), n_captions - 2)
+    return index, (index + step) % n_captions
+
+
+def eval_caption_draws(image_id: int) -> tuple:
+    """Caption draws for evaluation: keyed by the image alone, so every evaluation (any number of
+    ranks and workers) pairs each image with the same captions and metrics stay comparable."""
+    u = np.random.default_rng([EVAL_CAPTION_DOMAIN, int(image_id)]).random(2)
+    return float(u[0]), float(u[1])
+
+
+def _load_npy(raw: dict, key: str) -> np.ndarray:
+    if key not in raw:
+        raise SampleError(f"missing {key} although the manifest says the shards carry it")
+    try:
+        return np.load(io.BytesIO(raw[key]), allow_pickle=False)
+    except Exception as exn:
+        raise SampleError(f"bad {key}: {exn!r}") from exn
+
+
+class SampleDecoder:
+    """Raw sample -> dict of one served sample, or SampleError.
+
+    Everything that must stack into a batch is checked here (image size, feature shapes), so a
+    single odd sample is skipped instead of crashing the worker when the batch is built."""
+
+    def __init__(self, resolution: int, clip: bool, perceptual: bool):
+        self.resolution = int(resolution)
+        self.clip = clip
+        self.perceptual = perceptual
+        self._shapes = {}  # feature key -> shape of the first good sample in this worker
+
+    def _feature(self, raw: dict, key: str) -> np.ndarray:
+        array = _load_npy(raw, key)
+        per_caption = key == fmt.KEY_CLIP_TXT  # [n_captions, D]; the others are vectors
+        if array.ndim != (2 if per_caption else 1):
+            raise SampleError(f"{key} has shape {array.shape}")
+        shape = array.shape[1:] if per_caption else array.shape
+        expected = self._shapes.setdefault(key, shape)
+        if shape != expected:
+            raise SampleError(f"{key} has shape {array.shape}, earlier samples {expected}")
+        return array.astype(np.float32)
+
+    def decode(self, raw: dict, draws=None) -> dict:
+        """`draws`: two uniforms for the caption choice; None -> eval_caption_draws(image_id)."""
+        for key in (fmt.KEY_JPG, fmt.KEY_JSON):
+            if key not in raw:
+                raise SampleError(f"missing {key}")
+        try:
+            meta = json.loads(raw[fmt.KEY_JSON])
+            image_id = int(meta["image_id"])
+            captions = list(meta["captions"])
+        except Exception as exn:
+            raise SampleError(f"bad json: {exn!r}") from exn
+        if not captions or not all(isinstance(c, str) for c in captions):
+            raise SampleError("json has no captions (or a caption that is not a string)")
+        try:
+            pixels = decode_jpeg(raw[fmt.KEY_JPG])
+        except Exception as exn:
+            raise SampleError(f"bad jpg: {exn!r}") from exn
+        if pixels.shape != (self.resolution, self.resolution, 3):
+            raise SampleError(f"image is {pixels.shape[1]}x{pixels.shape[0]}, the manifest says {self.resolution}")
+
+        u_main, u_alt = eval_caption_draws(image_id) if draws is None else draws
+        index, alt = choose_captions(len(captions), u_main, u_alt)
+        sample = {
+            "pixels": pixels,
+            "caption": captions[index],
+            "caption_alt": captions[alt],
+            "caption_index": index,
+            "caption_alt_index": alt,
+            "image_id": image_id,
+            "key": raw["__key__"],
+        }
+        if self.clip:
+            clip_txt = self._feature(raw, fmt.KEY_CLIP_TXT)
+            if clip_txt.shape[0] != len(captions):
+                raise SampleError(f"{fmt.KEY_CLIP_TXT} has {clip_txt.shape[0]} rows for {len(captions)} captions")
+            sample["clip_img"] = self._feature(raw, fmt.KEY_CLIP_IMG)
+            sample["clip_txt"] = clip_txt[index]
+            sample["clip_txt_alt"] = clip_txt[alt]
+        if self.perceptual:
+            sample["perceptual"] = self._feature(raw, fmt.KEY_PERCEPTUAL)
+        return sample
+
+
+FEATURE_BATCH_KEYS = ("clip_img", "clip_txt", "clip_txt_alt", "perceptual")
+
+
+def collate(samples: list) -> dict:
+    """Decoded samples -> the batch dict the training loop sees (see textgan.data.loader)."""
+    batch = {
+        "image": to_float_image(np.stack([s["pixels"] for s in samples])),
+        "caption": [s["caption"] for s in samples],
+        "caption_alt": [s["caption_alt"] for s in samples],
+        "caption_index": torch.tensor([s["caption_index"] for s in samples], dtype=torch.int64),
+        "caption_alt_index": torch.tensor([s["caption_alt_index"] for s in samples], dtype=torch.int64),
+        "image_id": torch.tensor([s["image_id"] for s in samples], dtype=torch.int64),
+        "key": [s["key"] for s in samples],
+    }
+    for key in FEATURE_BATCH_KEYS:
+        if key in samples[0]:
+            batch[key] = torch.from_numpy(np.stack([s[key] for s in samples]))
+    return batch
+
+
+def feature_flags(manifest: dict) -> tuple:
+    """(clip, perceptual): which precomputed features the manifest says every sample carries."""
+    features = (manifest.get("settings") or {}).get("features") or {}
+    return features.get("clip") is not None, features.get("perceptual") is not None
