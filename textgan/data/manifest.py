@@ -1,14 +1,104 @@
-"""Reading (and, in the builder, writing) a shard directory's manifest.json."""
+"""Reading and writing a shard directory's manifest.json (and its siblings).
+
+Everything the builder writes as JSON goes through `write_json_atomic`: the
+bytes are deterministic (sorted keys, fixed indent) so that an interrupted and
+resumed build ends with exactly the same files as an uninterrupted one, and a
+reader never sees a half-written file (tmp + fsync + os.replace).
+"""
 
 import json
 import os
+import re
 
 from textgan.data import format as fmt
 from textgan.errors import UsageError
 
+# Written first by every build: everything that changes the bytes of the shards.
+# A rerun compares against it to decide between "resume" and "refuse".
+BUILD_SETTINGS_NAME = "build_settings.json"
+
+_PART_RE = re.compile(r"^manifest\.part-(\d{3})-of-(\d{3})\.json$")
+
 
 def manifest_path(out_dir: str) -> str:
     return os.path.join(out_dir, fmt.MANIFEST_NAME)
+
+
+def part_manifest_path(out_dir: str, part: int, num_parts: int) -> str:
+    return os.path.join(out_dir, fmt.PART_MANIFEST_PATTERN.format(part=part, num_parts=num_parts))
+
+
+def final_manifest_path(out_dir: str, part: int, num_parts: int) -> str:
+    """Where a build writes its manifest: manifest.json, or its part manifest when split."""
+    return manifest_path(out_dir) if num_parts == 1 else part_manifest_path(out_dir, part, num_parts)
+
+
+def settings_path(out_dir: str) -> str:
+    return os.path.join(out_dir, BUILD_SETTINGS_NAME)
+
+
+def find_part_manifests(out_dir: str) -> dict:
+    """{(part, num_parts): path} of the part manifests present in out_dir."""
+    found = {}
+    if os.path.isdir(out_dir):
+        for name in sorted(os.listdir(out_dir)):
+            m = _PART_RE.match(name)
+            if m:
+                found[(int(m.group(1)), int(m.group(2)))] = os.path.join(out_dir, name)
+    return found
+
+
+def dumps(obj) -> bytes:
+    """The one JSON encoding of the builder: byte-identical for equal content."""
+    return (json.dumps(obj, sort_keys=True, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def fsync_dir(path: str) -> None:
+    """Make a rename in `path` durable (a crash right after must not undo it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on directories; the rename is still atomic
+    finally:
+        os.close(fd)
+
+
+def write_bytes_atomic(path: str, data: bytes, tmp: str | None = None) -> None:
+    """Write `data` to `path` so that the path holds either the old or the complete new content
+    (via `tmp`, by default path + ".tmp"; removed again on any error)."""
+    tmp = tmp or path + fmt.TMP_SUFFIX
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        _remove_quietly(tmp)
+        if isinstance(e, OSError) and e.filename is None:
+            e.filename = tmp
+        raise
+    fsync_dir(os.path.dirname(path) or ".")
+
+
+def write_json_atomic(path: str, obj) -> None:
+    write_bytes_atomic(path, dumps(obj))
+
+
+def read_json(path: str):
+    with open(path, "rb") as f:
+        return json.loads(f.read().decode("utf-8"))
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 def load_manifest(out_dir: str) -> dict:
@@ -20,11 +110,54 @@ def load_manifest(out_dir: str) -> dict:
             f"Build it with `python shards/build.py shapes|coco --out {out_dir} ...` "
             "(an interrupted build finishes when rerun with the same command)."
         )
+    return load_manifest_file(path)
+
+
+def load_manifest_file(path: str) -> dict:
+    """A manifest or part manifest by path, checked to be ours; UsageError otherwise."""
     try:
-        with open(path) as f:
-            manifest = json.load(f)
-    except json.JSONDecodeError as e:
+        manifest = read_json(path)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UsageError(f"{path} is not valid JSON ({e}); rebuild the shards or restore the file.") from e
-    if manifest.get("format") != fmt.FORMAT_NAME:
-        raise UsageError(f"{path} is not a textgan shard manifest (format={manifest.get('format')!r}).")
+    if not isinstance(manifest, dict) or manifest.get("format") != fmt.FORMAT_NAME:
+        got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise UsageError(f"{path} is not a textgan shard manifest (format={got!r}).")
+    return manifest
+
+
+def skipped_sort_key(entry: dict):
+    """Skipped entries sort by id (None = no id, e.g. a caption for an unknown image, first)."""
+    image_id = entry.get("image_id")
+    return (image_id is not None, image_id if isinstance(image_id, int) else -1,
+            str(entry.get("file_name")), str(entry.get("reason")))
+
+
+def sorted_unique_skipped(entries) -> list:
+    seen, out = set(), []
+    for e in sorted(entries, key=skipped_sort_key):
+        ident = dumps(e)
+        if ident not in seen:
+            seen.add(ident)
+            out.append(e)
+    return out
+
+
+def assemble_manifest(header: dict, shard_records: list, source_skipped: list,
+                      captions_dropped: int, captions_dropped_by_reason: dict, overlap: dict) -> dict:
+    """The manifest of a (part of a) build, from its header (format, versions, source, split,
+    settings, annotations_sha256, part fields), the finished shards' records in plan order,
+    and the source-level facts. Holds nothing run-dependent (no times, no output path)."""
+    shards = [{"name": r["name"], "samples": r["samples"], "sha256": r["sha256"]} for r in shard_records]
+    skipped = list(source_skipped)
+    for r in shard_records:
+        skipped.extend(r["skipped"])
+    manifest = dict(header)
+    manifest.update(
+        shards=shards,
+        samples=sum(s["samples"] for s in shards),
+        skipped=sorted_unique_skipped(skipped),
+        captions_dropped=int(captions_dropped),
+        captions_dropped_by_reason={k: int(v) for k, v in sorted(captions_dropped_by_reason.items())},
+        overlap=overlap,
+    )
     return manifest

@@ -1,0 +1,111 @@
+"""Running the pending shards of a plan: images in worker processes, shards written in order.
+
+Workers turn Records into JPEGs (build_worker.load_image) in parallel; the main process
+takes the results in plan order (ordered imap), computes features for a whole shard in
+batches, and writes the shard (shard_writer). Results are consumed in plan order, so the
+output does not depend on the number of workers or on their timing.
+
+Process start method: "forkserver" (else "spawn"), never "fork". With feature flags the
+main process holds torch and its OpenMP/MKL thread pools, which are not fork-safe (a
+forked child can deadlock on a lock held by a thread that does not exist in it). A fresh
+worker imports only PIL/numpy via build_worker, which costs well under a second.
+"""
+
+import collections
+import multiprocessing as mp
+import signal
+import sys
+
+from tqdm import tqdm
+
+from textgan.data.build_worker import ImageSettings, init_worker, load_image
+from textgan.data.records import skipped_entry
+from textgan.data.shard_writer import encode_sample, write_shard
+
+
+def _start_method() -> str:
+    methods = mp.get_all_start_methods()
+    return "forkserver" if "forkserver" in methods else "spawn"
+
+
+def _init_pool_worker(settings: ImageSettings) -> None:
+    # Ctrl-C goes to the whole process group; only the main process handles it (and
+    # terminates the pool), so workers do not print a traceback each.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    init_worker(settings)
+
+
+def _loaded_per_shard(pool, task_lists: list, budget: int, workers: int):
+    """Yield one iterator of LoadedImage per task list, in order. Later lists are submitted
+    while fewer than `budget` images are in flight, so workers keep going while the main
+    process computes features and writes, but memory stays bounded by ~budget JPEGs."""
+    submitted = collections.deque()
+    next_list, in_flight = 0, 0
+    for i, tasks in enumerate(task_lists):
+        while next_list < len(task_lists) and (next_list <= i or in_flight < budget):
+            batch = task_lists[next_list]
+            if pool is None:
+                submitted.append(map(load_image, batch))  # lazy: in-process, one at a time
+            else:
+                chunksize = max(1, min(16, len(batch) // (4 * workers)))
+                submitted.append(pool.imap(load_image, batch, chunksize=chunksize))
+            in_flight += len(batch)
+            next_list += 1
+        yield submitted.popleft()
+        in_flight -= len(tasks)
+
+
+def _shard_samples(shard, loaded, excluded: set, excluded_reason: str, features, progress):
+    """(samples, skipped) of one shard from its records and their loaded images."""
+    kept, skipped = [], []
+    for record in shard.records:
+        if record.image_id in excluded:
+            skipped.append(skipped_entry(record.image_id, record.file_name, excluded_reason))
+            continue
+        image = next(loaded)
+        progress.update(1)
+        if image.image_id != record.image_id:  # cannot happen with ordered imap; never write a mix-up
+            raise RuntimeError(f"worker returned image {image.image_id} for record {record.image_id}")
+        if image.jpeg is None:
+            skipped.append(skipped_entry(record.image_id, record.file_name, image.reason))
+        else:
+            kept.append((record, image))
+    extra = features.compute([im.jpeg for _, im in kept], [r.captions for r, _ in kept]) \
+        if features is not None and features.enabled else [{} for _ in kept]
+    samples = []
+    for (record, image), feats in zip(kept, extra):
+        meta = {"image_id": record.image_id, "file_name": record.file_name, "captions": list(record.captions),
+                "width": image.width, "height": image.height, "split": record.split}
+        if record.attributes is not None:
+            meta["attributes"] = record.attributes
+        samples.append(encode_sample(record.image_id, image.jpeg, meta, feats))
+    return samples, skipped
+
+
+def run_shards(out_dir: str, pending: list, settings: ImageSettings, *, workers: int, features=None,
+               excluded=frozenset(), excluded_reason: str = "excluded", progress: bool = True,
+               desc: str = "shards") -> dict:
+    """Write every shard of `pending` (build_plan.ShardPlan) into out_dir; {name: shard record}."""
+    task_lists = [[r for r in s.records if r.image_id not in excluded] for s in pending]
+    total = sum(map(len, task_lists))
+    budget = max(2 * max(map(len, task_lists), default=1), 64 * workers)
+    pool = None
+    if workers > 1 and total > 1:
+        pool = mp.get_context(_start_method()).Pool(min(workers, total), initializer=_init_pool_worker,
+                                                    initargs=(settings,))
+    else:
+        init_worker(settings)
+    written = {}
+    bar = tqdm(total=total, unit="img", desc=desc, disable=not progress, file=sys.stderr,
+               dynamic_ncols=True, smoothing=0.05)
+    try:
+        for shard, loaded in zip(pending, _loaded_per_shard(pool, task_lists, budget, workers)):
+            samples, skipped = _shard_samples(shard, loaded, excluded, excluded_reason, features, bar)
+            written[shard.name] = write_shard(out_dir, shard.name, samples, skipped)
+            bar.set_postfix_str(f"{len(written)}/{len(pending)} shards", refresh=False)
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()  # also on errors: no worker outlives the build
+            pool.join()
+    return written
