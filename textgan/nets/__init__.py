@@ -1,0 +1,59 @@
+"""Networks: pure PyTorch, nothing about ranks, optimizers or DeepSpeed.
+
+`build_networks("stylegan2" | "cgan", ...)` returns (G, D). Both architectures share the interface
+the training loop relies on:
+
+    G(z, c, psi=1.0, truncation_cutoff=None, noise_mode="random", ...) -> images [N, C, R, R]
+    D(img, c) -> logits [N, 1];  D(img, c, return_features=True) -> (logits, features)
+    D.features(img) -> [N, D.feature_dim]
+    G.z_dim, G.c_dim, G.img_resolution, D.c_dim, D.img_resolution, D.feature_dim
+
+Only the StyleGAN2 generator has styles (`G.mapping`, `G.synthesis`, `G.num_ws`), which style mixing,
+truncation and path-length regularization need.
+"""
+
+from .cgan import CGANDiscriminator, CGANGenerator
+from .discriminator import Discriminator
+from .generator import Generator, mix_styles
+from .layers import ALLOWED_RESOLUTIONS
+
+ARCHS = ("stylegan2", "cgan")
+
+__all__ = [
+    "ALLOWED_RESOLUTIONS",
+    "ARCHS",
+    "CGANDiscriminator",
+    "CGANGenerator",
+    "Discriminator",
+    "Generator",
+    "build_networks",
+    "mix_styles",
+]
+
+
+def build_networks(
+    arch,
+    z_dim,
+    c_dim,
+    img_resolution,
+    img_channels=3,
+    size=1.0,
+    channel_base=None,
+    channel_max=None,
+    generator_kwargs=None,
+    discriminator_kwargs=None,
+):
+    """(G, D) for `arch`. channel_base / channel_max (None: the architecture's default) apply to both
+    networks, as in StyleGAN2; the *_kwargs dicts pass anything else (w_dim, mapping_layers,
+    mbstd_group_size, cmap_dim, ...) to one of them."""
+    if arch not in ARCHS:
+        raise ValueError(f"model.arch={arch!r} is not one of {ARCHS}.")
+    common = dict(img_resolution=img_resolution, img_channels=img_channels, size=size)
+    if channel_base is not None:
+        common["channel_base"] = channel_base
+    if channel_max is not None:
+        common["channel_max"] = channel_max
+    g_cls, d_cls = (Generator, Discriminator) if arch == "stylegan2" else (CGANGenerator, CGANDiscriminator)
+    G = g_cls(z_dim=z_dim, c_dim=c_dim, **common, **(generator_kwargs or {}))
+    D = d_cls(c_dim=c_dim, **common, **(discriminator_kwargs or {}))
+    return G, D

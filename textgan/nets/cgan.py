@@ -1,0 +1,118 @@
+"""Conditional DCGAN baseline (`model.arch: cgan`): the research notes' point of comparison.
+
+Generator: [z, c] -> transposed convs (4x4 stride 2) with batch norm and ReLU -> tanh image.
+Discriminator: strided convs with leaky ReLU down to 4x4 -> pooled features -> the same projection
+head as the StyleGAN2 discriminator. D has no batch norm: R1 differentiates D per real batch, and
+batch statistics would mix real and fake batches' gradients in ways the losses do not expect.
+
+Both classes take the StyleGAN2 networks' call signatures, so losses and sampling code treat the two
+architectures alike; what DCGAN has no notion of (truncation, noise inputs, style mixing) is accepted
+and ignored. Code that needs styles (path-length regularization, ws) must check `hasattr(G, "mapping")`.
+"""
+
+import torch
+from torch import nn
+
+from .discriminator import ProjectionHead
+from .layers import channels_per_resolution, check_c_dim, check_condition, check_images, normalize_2nd_moment
+
+CGAN_CHANNEL_BASE = 4096  # 512 channels at 4x4 and 8x8, 256 at 16, 128 at 32, 64 at 64: DCGAN's widths
+CGAN_CHANNEL_MAX = 512
+
+
+def _dcgan_init(module):
+    """DCGAN's initialisation: conv weights N(0, 0.02), batch-norm scales N(1, 0.02)."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+class CGANGenerator(nn.Module):
+    def __init__(
+        self,
+        z_dim,
+        c_dim,
+        img_resolution=64,
+        img_channels=3,
+        size=1.0,
+        channel_base=CGAN_CHANNEL_BASE,
+        channel_max=CGAN_CHANNEL_MAX,
+    ):
+        super().__init__()
+        self.channels = ch = channels_per_resolution(img_resolution, channel_base, channel_max, size)
+        self.z_dim, self.c_dim = z_dim, check_c_dim(c_dim)
+        self.img_resolution, self.img_channels = img_resolution, img_channels
+        layers = [nn.ConvTranspose2d(z_dim + c_dim, ch[4], 4, 1, 0, bias=False), nn.BatchNorm2d(ch[4]), nn.ReLU()]
+        for r in list(ch)[1:-1]:  # 8 .. R/2
+            layers += [nn.ConvTranspose2d(ch[r // 2], ch[r], 4, 2, 1, bias=False), nn.BatchNorm2d(ch[r]), nn.ReLU()]
+        layers += [nn.ConvTranspose2d(ch[img_resolution // 2], img_channels, 4, 2, 1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+        self.apply(_dcgan_init)
+
+    def forward(
+        self,
+        z,
+        c,
+        psi=1.0,
+        truncation_cutoff=None,
+        noise_mode="random",
+        w_avg=None,
+        update_w_avg=False,
+        style_mixing_prob=0.0,
+        generator=None,
+        return_ws=False,
+    ):
+        """Images [N, img_channels, R, R] in [-1, 1]. Only z and c matter (see module docstring)."""
+        if return_ws:
+            raise ValueError("return_ws=True: the cgan generator has no styles (ws); only model.arch=stylegan2 has.")
+        if z.ndim != 2 or z.shape[1] != self.z_dim:
+            raise ValueError(f"cgan generator: z must have shape [N, {self.z_dim}], got {list(z.shape)}.")
+        check_condition(c, z.shape[0], self.c_dim, "cgan generator")
+        # A CLIP embedding has unit L2 norm (entries ~1/sqrt(c_dim)); normalising it to unit second
+        # moment gives it the same scale as z, so the text is not drowned out by the noise.
+        x = torch.cat([z, normalize_2nd_moment(c)], dim=1)
+        return self.net(x[:, :, None, None])
+
+
+class CGANDiscriminator(nn.Module):
+    """Same interface as textgan.nets.discriminator.Discriminator."""
+
+    def __init__(
+        self,
+        c_dim,
+        img_resolution=64,
+        img_channels=3,
+        size=1.0,
+        channel_base=CGAN_CHANNEL_BASE,
+        channel_max=CGAN_CHANNEL_MAX,
+        cmap_dim=None,
+        cmap_layers=2,
+    ):
+        super().__init__()
+        self.channels = ch = channels_per_resolution(img_resolution, channel_base, channel_max, size)
+        self.c_dim = check_c_dim(c_dim)
+        self.img_resolution, self.img_channels = img_resolution, img_channels
+        layers = []
+        in_ch = img_channels
+        for r in [r for r in reversed(ch) if r > 4]:  # R .. 8, each halving
+            layers += [nn.Conv2d(in_ch, ch[r // 2], 4, 2, 1), nn.LeakyReLU(0.2)]
+            in_ch = ch[r // 2]
+        self.feature_dim = ch[4]
+        # A 4x4 'valid' conv pools the 4x4 map into one feature vector.
+        layers += [nn.Conv2d(ch[4], self.feature_dim, 4, 1, 0), nn.LeakyReLU(0.2), nn.Flatten()]
+        self.trunk = nn.Sequential(*layers)
+        self.trunk.apply(_dcgan_init)
+        self.head = ProjectionHead(self.feature_dim, c_dim, cmap_dim or self.feature_dim, cmap_layers)
+
+    def features(self, img):
+        check_images(img, self.img_channels, self.img_resolution, "cgan discriminator")
+        return self.trunk(img)
+
+    def forward(self, img, c, return_features=False):
+        features = self.features(img)
+        logits = self.head(features, c)
+        return (logits, features) if return_features else logits
