@@ -165,3 +165,39 @@ def test_read_only_output_is_refused_before_any_work(tmpfs):
     assert proc.returncode == 2
     assert "cannot write into the output directory" in proc.stderr and "read-only" in proc.stderr
     assert os.listdir(mnt) == []
+
+
+def _worker_pids(build_pid):
+    """The build's image workers. Its direct children are the forkserver and multiprocessing's
+    resource tracker; the workers are the forkserver's children, so: grandchildren."""
+    import psutil
+
+    return [g.pid for child in psutil.Process(build_pid).children() for g in child.children()]
+
+
+def test_a_dead_worker_stops_the_build_with_a_clear_error_and_rerun_completes(tmp_path):
+    """A worker killed from outside (as the OOM killer does) must not hang the build."""
+    out, reference = tmp_path / "crashed", tmp_path / "reference"
+    proc = popen_build(*BIG, "--out", out, "--workers", 2, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out.is_dir() and any(n.endswith(".tar") for n in os.listdir(out))):
+            assert proc.poll() is None, f"build ended before a worker could be killed: {proc.communicate()}"
+            assert time.monotonic() < deadline, "no shard appeared within 120 s"
+            time.sleep(0.01)
+        workers = _worker_pids(proc.pid)
+        assert workers, "found no worker process to kill"
+        os.kill(workers[0], signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=60)  # a hang here is the bug this test guards
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 1, stderr
+    assert "worker process died" in stderr and "rerun the same command to resume" in stderr
+    assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
+    assert_no_half_shard_counts_as_done(out)
+
+    assert run_build(*BIG, "--out", out, "--workers", 2).returncode == 0
+    assert run_build(*BIG, "--out", reference, "--workers", 1).returncode == 0
+    assert read_bytes(out / "manifest.json") == read_bytes(reference / "manifest.json")

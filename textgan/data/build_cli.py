@@ -16,6 +16,7 @@ from collections import Counter
 
 from textgan.data import format as fmt
 from textgan.data.build_outdir import remove_stale_tmp
+from textgan.data.build_run import WorkerCrashed
 from textgan.data.builder import BuildConfig, BuildWriteError, build, default_workers
 from textgan.errors import UsageError
 
@@ -204,7 +205,7 @@ def main(argv=None, prog: str = "shards/build.py") -> int:
     except UsageError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return e.exit_code
-    except BuildWriteError as e:
+    except (BuildWriteError, WorkerCrashed) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:

@@ -9,18 +9,31 @@ Process start method: "forkserver" (else "spawn"), never "fork". With feature fl
 main process holds torch and its OpenMP/MKL thread pools, which are not fork-safe (a
 forked child can deadlock on a lock held by a thread that does not exist in it). A fresh
 worker imports only PIL/numpy via build_worker, which costs well under a second.
+
+The pool is a concurrent.futures.ProcessPoolExecutor rather than multiprocessing.Pool:
+when a worker dies (a crash inside an image library, the OOM killer), Pool waits forever
+for its results, while the executor raises BrokenProcessPool, which we turn into a clear
+error; finished shards stay, and rerunning resumes.
 """
 
 import collections
 import multiprocessing as mp
 import signal
 import sys
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from tqdm import tqdm
 
 from textgan.data.build_worker import ImageSettings, init_worker, load_image
 from textgan.data.records import skipped_entry
 from textgan.data.shard_writer import encode_sample, write_shard
+
+
+class WorkerCrashed(Exception):
+    """A worker process died while loading images: exit code 1. Finished shards are kept."""
+
+    exit_code = 1
 
 
 def _start_method() -> str:
@@ -48,7 +61,7 @@ def _loaded_per_shard(pool, task_lists: list, budget: int, workers: int):
                 submitted.append(map(load_image, batch))  # lazy: in-process, one at a time
             else:
                 chunksize = max(1, min(16, len(batch) // (4 * workers)))
-                submitted.append(pool.imap(load_image, batch, chunksize=chunksize))
+                submitted.append(pool.map(load_image, batch, chunksize=chunksize))
             in_flight += len(batch)
             next_list += 1
         yield submitted.popleft()
@@ -91,8 +104,8 @@ def run_shards(out_dir: str, pending: list, settings: ImageSettings, *, workers:
     budget = max(2 * max(map(len, task_lists), default=1), 64 * workers)
     pool = None
     if workers > 1 and total > 1:
-        pool = mp.get_context(_start_method()).Pool(min(workers, total), initializer=_init_pool_worker,
-                                                    initargs=(settings,))
+        pool = ProcessPoolExecutor(min(workers, total), mp_context=mp.get_context(_start_method()),
+                                   initializer=_init_pool_worker, initargs=(settings,))
     else:
         init_worker(settings)
     written = {}
@@ -103,9 +116,24 @@ def run_shards(out_dir: str, pending: list, settings: ImageSettings, *, workers:
             samples, skipped = _shard_samples(shard, loaded, excluded, excluded_reason, features, bar)
             written[shard.name] = write_shard(out_dir, shard.name, samples, skipped)
             bar.set_postfix_str(f"{len(written)}/{len(pending)} shards", refresh=False)
+    except BrokenProcessPool as e:
+        raise WorkerCrashed(
+            f"a worker process died while loading images ({len(written)} of {len(pending)} shards "
+            "finished in this run), e.g. killed for memory or crashed inside an image library. "
+            "Finished shards are kept: rerun the same command to resume; if it happens again, "
+            "rerun with --workers 1 to see which image causes it."
+        ) from e
     finally:
         bar.close()
         if pool is not None:
-            pool.terminate()  # also on errors: no worker outlives the build
-            pool.join()
+            _stop(pool, failed=sys.exc_info()[0] is not None)
     return written
+
+
+def _stop(pool: ProcessPoolExecutor, failed: bool) -> None:
+    """Shut the pool down; after an error, kill its workers first so none outlives the build
+    (the executor has no public terminate before Python 3.14, hence _processes)."""
+    if failed:
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
