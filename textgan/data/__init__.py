@@ -1,0 +1,1 @@
+"""Data: COCO 2014 and captioned-shapes sources, the shard builder, the streaming loader."""
