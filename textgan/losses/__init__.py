@@ -1,0 +1,17 @@
+"""Adversarial losses, regularizers and the GAN objective: pure functions of tensors and modules
+(no torch.distributed, no deepspeed, never a backward call)."""
+
+from textgan.losses.adversarial import d_loss_fake, d_loss_real, g_loss
+from textgan.losses.objective import GANObjective
+from textgan.losses.regularizers import l2_penalty, orthogonal_penalty, path_length_penalty, r1_penalty
+
+__all__ = [
+    "GANObjective",
+    "d_loss_fake",
+    "d_loss_real",
+    "g_loss",
+    "l2_penalty",
+    "orthogonal_penalty",
+    "path_length_penalty",
+    "r1_penalty",
+]

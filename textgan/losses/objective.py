@@ -1,0 +1,175 @@
+"""The GAN objective of the four phases (Gmain, Greg, Dmain, Dreg) as named loss tensors.
+
+The training loop owns the networks, the DeepSpeed engines and every backward/step. It hands the
+objective two callables, as StyleGAN2-ADA's run_G / run_D do:
+
+    G_fn(z, c) -> img or (img, ws)          D_fn(img, c) -> logits [N] / [N, 1], or (logits, features)
+
+so that it can decide how each network is called (through the engine, or as the raw module with D
+frozen in the G phase; see /work/shared/FACTS.md). The objective applies the augmentation pipe to every
+image D sees (reals, fakes, mismatched reals, and the reals of R1, whose gradient is then taken through
+the augmentation w.r.t. the un-augmented image, as StyleGAN2-ADA does).
+
+Each method returns a dict of tensors: "total" (the scalar to backpropagate, with its graph),
+"Loss/*" (the terms, detached, for logging) and "Stats/*" (detached diagnostics).
+"""
+
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from textgan.losses.adversarial import check_kind, d_loss_fake, d_loss_real, g_loss
+from textgan.losses.regularizers import l2_penalty, orthogonal_penalty, path_length_penalty, r1_penalty
+
+
+def _images(out):
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def _logits(out) -> torch.Tensor:
+    """D_fn may return logits or (logits, features); losses want [N]."""
+    logits = out[0] if isinstance(out, (tuple, list)) else out
+    return logits.reshape(logits.shape[0])
+
+
+def _check_interval(interval: int, key: str) -> int:
+    if interval < 1:
+        raise ValueError(f"{key} is {interval}: a lazy regularization phase runs every interval >= 1 steps.")
+    return interval
+
+
+class GANObjective:
+    """Built from the config's `loss` section (TrainConfig.loss or any object with the same fields)
+    and an augmentation module (textgan.augment.build_augment) or None."""
+
+    def __init__(self, loss_cfg, augment_pipe: Optional[nn.Module] = None):
+        self.kind = check_kind(loss_cfg.kind)
+        self.r1_gamma = float(loss_cfg.r1_gamma)
+        self.pl_weight = float(loss_cfg.pl_weight)
+        self.pl_decay = float(loss_cfg.pl_decay)
+        self.matching_aware = float(loss_cfg.matching_aware)
+        self.ortho_reg = float(loss_cfg.ortho_reg)
+        self.weight_decay = float(loss_cfg.weight_decay)
+        for key in ("r1_gamma", "pl_weight", "matching_aware", "ortho_reg", "weight_decay"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"config key 'loss.{key}' must be >= 0 (0 disables it), got {getattr(self, key)}.")
+        self.augment_pipe = augment_pipe
+
+    # Phases the loop can skip altogether when their weight is zero.
+    @property
+    def uses_pl(self) -> bool:
+        return self.pl_weight > 0
+
+    @property
+    def uses_r1(self) -> bool:
+        return self.r1_gamma > 0
+
+    def run_D(self, D_fn: Callable, img: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """Augment (if a pipe is set), then D; logits [N]."""
+        if self.augment_pipe is not None:
+            img = self.augment_pipe(img)
+        return _logits(D_fn(img, c))
+
+    def _weight_terms(self, module: Optional[nn.Module], side: str, ortho: bool) -> dict:
+        """Optional weight penalties of one network, each already multiplied by its config weight."""
+        terms = {}
+        wanted = {"ortho": self.ortho_reg if ortho else 0.0, "l2": self.weight_decay}
+        if any(w > 0 for w in wanted.values()) and module is None:
+            raise ValueError(
+                f"loss.ortho_reg / loss.weight_decay are set: pass {side}_module= (the raw {side} network) "
+                f"so that its weights can be penalized."
+            )
+        if wanted["ortho"] > 0:
+            terms["ortho"] = (orthogonal_penalty(module), wanted["ortho"])
+        if wanted["l2"] > 0:
+            # weight_decay / 2 * ||W||^2 has gradient weight_decay * W, torch.optim's convention.
+            terms["l2"] = (l2_penalty(module), wanted["l2"] / 2)
+        return terms
+
+    def G_main(self, G_fn, D_fn, z, c, c_for_D=None, G_module: Optional[nn.Module] = None) -> dict:
+        """Loss/G/adv = mean g_loss(D(aug(G(z, c)), c_for_D or c)); plus loss.ortho_reg * orthogonal
+        penalty (Loss/G/ortho) and loss.weight_decay / 2 * l2 (Loss/G/l2) of G_module's weights when set.
+        total = their sum. D must be frozen by the caller (D_fn is called, nothing else)."""
+        img = _images(G_fn(z, c))
+        logits = self.run_D(D_fn, img, c if c_for_D is None else c_for_D)
+        adv = g_loss(logits, self.kind).mean()
+        out = {"Loss/G/adv": adv.detach(), "Stats/G/logits_fake": logits.detach().mean()}
+        total = adv
+        for name, (value, weight) in self._weight_terms(G_module, "G", ortho=True).items():
+            out[f"Loss/G/{name}"] = value.detach()
+            total = total + weight * value
+        out["total"] = total
+        return out
+
+    def G_reg(self, G_fn, z, c, pl_mean, interval: int, generator=None, mean_fn=None):
+        """Lazy path-length regularization, every `interval` (schedule.G_reg_interval) steps.
+        total = mean(pl penalty) * loss.pl_weight * interval (+ img[:, 0, 0, 0].sum() * 0, which
+        puts every G parameter in the graph: ZeRO-2/3 expect a gradient for each of them).
+        Returns (dict, new_pl_mean); the caller stores new_pl_mean (an EMA with loss.pl_decay).
+        `generator` seeds the image-space noise; `mean_fn` averages the length mean across ranks."""
+        if not self.uses_pl:
+            raise ValueError("loss.pl_weight is 0: skip the Greg phase instead of calling G_reg.")
+        _check_interval(interval, "schedule.G_reg_interval")
+        out = G_fn(z, c)
+        if not isinstance(out, (tuple, list)) or len(out) < 2:
+            raise ValueError("G_reg needs G_fn(z, c) to return (img, ws): the penalty differentiates w.r.t. ws.")
+        img, ws = out[0], out[1]
+        penalty, new_pl_mean, lengths = path_length_penalty(img, ws, pl_mean, self.pl_decay, generator, mean_fn)
+        pl = penalty.mean()
+        total = pl * (self.pl_weight * interval) + img[:, 0, 0, 0].sum() * 0
+        stats = {
+            "Loss/G/pl": pl.detach(),
+            "Stats/G/pl_length": lengths.mean(),
+            "Stats/G/pl_mean": new_pl_mean.detach().reshape(-1)[0],
+            "total": total,
+        }
+        return stats, new_pl_mean
+
+    def D_main(self, G_fn, D_fn, reals, c, z, c_mismatch=None, D_module: Optional[nn.Module] = None) -> dict:
+        """Loss/D/adv_fake = mean d_loss_fake(D(aug(G(z, c)), c)) with G run under no_grad (the fakes
+        carry no graph into G); Loss/D/adv_real = mean d_loss_real(D(aug(reals), c)).
+        With loss.matching_aware > 0: Loss/D/matching = mean d_loss_fake(D(aug(reals), c_mismatch)),
+        the real image with another sample's caption counted as fake (Reed et al. 2016's GAN-CLS);
+        c_mismatch defaults to c rolled by one sample. With loss.weight_decay > 0: Loss/D/l2 of D_module.
+        total = adv_fake + adv_real + matching_aware * matching + weight_decay / 2 * l2.
+        Stats/D/real_sign = mean sign(real logits), ADA's overfitting heuristic r_t."""
+        with torch.no_grad():
+            fakes = _images(G_fn(z, c))
+        fake_logits = self.run_D(D_fn, fakes.detach(), c)
+        real_logits = self.run_D(D_fn, reals.detach(), c)
+        adv_fake = d_loss_fake(fake_logits, self.kind).mean()
+        adv_real = d_loss_real(real_logits, self.kind).mean()
+        total = adv_fake + adv_real
+        out = {"Loss/D/adv_fake": adv_fake.detach(), "Loss/D/adv_real": adv_real.detach()}
+        if self.matching_aware > 0:
+            if c_mismatch is None:
+                if c.shape[0] < 2:
+                    raise ValueError("loss.matching_aware needs >= 2 samples per batch to mismatch captions.")
+                c_mismatch = torch.roll(c, shifts=1, dims=0)
+            mismatch_logits = self.run_D(D_fn, reals.detach(), c_mismatch)
+            matching = d_loss_fake(mismatch_logits, self.kind).mean()
+            out["Loss/D/matching"] = matching.detach()
+            total = total + self.matching_aware * matching
+        for name, (value, weight) in self._weight_terms(D_module, "D", ortho=False).items():
+            out[f"Loss/D/{name}"] = value.detach()
+            total = total + weight * value
+        real_detached = real_logits.detach()
+        out["Stats/D/real_sign"] = real_detached.sign().mean()
+        out["Stats/D/logits_real"] = real_detached.mean()
+        out["Stats/D/logits_fake"] = fake_logits.detach().mean()
+        out["total"] = total
+        return out
+
+    def D_reg(self, D_fn, reals, c, gamma: Optional[float] = None, interval: int = 1) -> dict:
+        """Lazy R1, every `interval` (schedule.D_reg_interval) steps: Loss/D/r1 = mean ||d D(aug(x)) / d x||^2
+        over the reals; total = r1 * gamma / 2 * interval (+ logits.sum() * 0 so that every D parameter
+        is in the graph). gamma defaults to loss.r1_gamma. D_fn must be the raw module's forward (a
+        separate forward from Dmain's: double backward through a DeepSpeed engine's output breaks)."""
+        gamma = self.r1_gamma if gamma is None else float(gamma)
+        _check_interval(interval, "schedule.D_reg_interval")
+        reals = reals.detach().requires_grad_(True)
+        logits = self.run_D(D_fn, reals, c)
+        r1 = r1_penalty(logits, reals).mean()
+        total = r1 * (gamma / 2 * interval) + logits.sum() * 0
+        return {"Loss/D/r1": r1.detach(), "Stats/D/logits_real_reg": logits.detach().mean(), "total": total}
