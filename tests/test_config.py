@@ -1,0 +1,160 @@
+"""The config recipes load, overrides apply, and every invalid config fails early with a message
+that names the key (UsageError: the CLI's exit code 2)."""
+
+import glob
+import os
+
+import open_clip
+import pytest
+
+from textgan.config import check_world, load_config, to_yaml
+from textgan.errors import UsageError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RECIPES = sorted(glob.glob(os.path.join(REPO, "configs", "*.yaml")))
+REQUIRED = ["data.shards=shards/x", "data.resolution=32"]
+
+
+def write(tmp_path, text, name="cfg.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def usage_error(path=None, overrides=()):
+    with pytest.raises(UsageError) as info:
+        load_config(path, list(overrides))
+    return str(info.value)
+
+
+def test_the_product_recipes_exist():
+    names = {os.path.basename(p) for p in RECIPES}
+    assert {"demo.yaml", "coco64.yaml", "coco128.yaml", "coco256.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=os.path.basename)
+def test_every_recipe_is_valid_and_runs_on_one_and_two_ranks(path):
+    cfg = load_config(path)
+    # the text encoder must be one open_clip knows (checked offline: no weights are loaded)
+    assert cfg.text_encoder.model in open_clip.list_models()
+    # random weights only where asked for, and then without a pretrained tag
+    assert cfg.text_encoder.random_weights == (cfg.text_encoder.pretrained is None)
+    assert check_world(cfg, 1) * cfg.schedule.batch_gpu == cfg.schedule.batch_size
+    assert check_world(cfg, 2) * cfg.schedule.batch_gpu * 2 == cfg.schedule.batch_size
+
+
+def test_demo_recipe_needs_no_download_and_builds_its_data():
+    cfg = load_config(os.path.join(REPO, "configs", "demo.yaml"))
+    assert cfg.text_encoder.random_weights is True and cfg.text_encoder.pretrained is None
+    assert cfg.data.build_shapes_if_missing > 0 and cfg.data.resolution == 32
+    assert cfg.dist.precision == "fp32" and cfg.augment.kind == "none"
+
+
+@pytest.mark.parametrize("res,size", [(64, 0.5), (128, 0.8), (256, 1.0)])
+def test_coco_recipes_follow_the_research_settings(res, size):
+    cfg = load_config(os.path.join(REPO, "configs", f"coco{res}.yaml"))
+    assert cfg.data.resolution == res and cfg.model.size == size
+    assert cfg.augment.kind == "ada" and not cfg.text_encoder.random_weights
+    batch = cfg.schedule.batch_size
+    assert cfg.loss.r1_gamma == pytest.approx(0.0002 * res**2 / batch)  # StyleGAN2-ADA heuristic
+    assert cfg.schedule.ema_kimg == pytest.approx(batch * 10 / 32)
+
+
+def test_dotted_overrides_change_values_and_win_over_the_file(tmp_path):
+    path = write(tmp_path, "data:\n  shards: a\n  resolution: 64\nschedule:\n  total_kimg: 100\n")
+    cfg = load_config(path, ["schedule.total_kimg=7", "loss.kind=hinge", "optim.betas=[0.5,0.9]"])
+    assert cfg.schedule.total_kimg == 7.0
+    assert cfg.loss.kind == "hinge"
+    assert list(cfg.optim.betas) == [0.5, 0.9]
+    assert cfg.data.resolution == 64  # untouched values come from the file
+    assert cfg.model.z_dim == 512  # and from the defaults
+
+
+def test_resolved_yaml_loads_back_to_the_same_config(tmp_path):
+    cfg = load_config(os.path.join(REPO, "configs", "demo.yaml"), ["seed=5"])
+    again = load_config(write(tmp_path, to_yaml(cfg)))
+    assert to_yaml(again) == to_yaml(cfg)
+
+
+@pytest.mark.parametrize("via_file", [True, False])
+def test_unknown_key_suggests_the_closest_valid_one(tmp_path, via_file):
+    if via_file:
+        message = usage_error(write(tmp_path, "schedule:\n  totl_kimg: 3\n"), REQUIRED)
+    else:
+        message = usage_error(None, REQUIRED + ["schedule.totl_kimg=3"])
+    assert "'schedule.totl_kimg'" in message
+    assert "Did you mean 'schedule.total_kimg'?" in message
+
+
+def test_misspelt_section_suggests_the_section():
+    message = usage_error(None, REQUIRED + ["shedule.total_kimg=3"])
+    assert "'shedule'" in message and "schedule" in message.split("Did you mean")[1].split("?")[0]
+    assert "lr_schedule" not in message
+
+
+@pytest.mark.parametrize("override,key", [
+    ("schedule.batch_size=abc", "schedule.batch_size"),
+    ("loss.r1_gamma=lots", "loss.r1_gamma"),
+    ("text_encoder.random_weights=maybe", "text_encoder.random_weights"),
+])
+def test_wrong_type_names_the_key(override, key):
+    message = usage_error(None, REQUIRED + [override])
+    assert f"'{key}'" in message and "wrong type" in message
+
+
+def test_wrong_type_in_a_file_names_the_key_and_the_file(tmp_path):
+    path = write(tmp_path, "loss:\n  r1_gamma: lots\n")
+    message = usage_error(path, REQUIRED)
+    assert "'loss.r1_gamma'" in message and path in message
+
+
+def test_missing_required_keys_are_all_named():
+    message = usage_error(None, [])
+    assert "data.shards" in message and "data.resolution" in message and "must be set" in message
+
+
+@pytest.mark.parametrize("resolution", [48, 8, 2048])
+def test_resolution_must_be_a_power_of_two_in_range(resolution):
+    message = usage_error(None, ["data.shards=x", f"data.resolution={resolution}"])
+    assert "'data.resolution'" in message and str(resolution) in message and "power of two" in message
+
+
+def test_batch_size_must_be_a_multiple_of_batch_gpu():
+    message = usage_error(None, REQUIRED + ["schedule.batch_size=30", "schedule.batch_gpu=4"])
+    assert "'schedule.batch_size'" in message and "30" in message
+
+
+def test_batch_size_must_divide_over_the_ranks():
+    cfg = load_config(None, REQUIRED + ["schedule.batch_size=24", "schedule.batch_gpu=8"])
+    assert check_world(cfg, 1) == 3
+    with pytest.raises(UsageError) as info:
+        check_world(cfg, 2)  # 24 is not a multiple of 8 x 2
+    assert "'schedule.batch_size'" in str(info.value) and "8 x 2 = 16" in str(info.value)
+
+
+@pytest.mark.parametrize("override,key", [
+    ("model.arch=biggan", "model.arch"),
+    ("loss.kind=wasserstein", "loss.kind"),
+    ("dist.zero_stage_G=4", "dist.zero_stage_G"),
+    ("dist.precision=fp8", "dist.precision"),
+])
+def test_bad_choice_lists_the_allowed_values(override, key):
+    message = usage_error(None, REQUIRED + [override])
+    assert f"'{key}'" in message and "allowed" in message
+
+
+def test_override_without_equals_sign_is_refused():
+    message = usage_error(None, REQUIRED + ["schedule.total_kimg"])
+    assert "schedule.total_kimg" in message and "key=value" in message
+
+
+def test_missing_config_file(tmp_path):
+    path = str(tmp_path / "nope.yaml")
+    message = usage_error(path, REQUIRED)
+    assert path in message and "does not exist" in message
+
+
+def test_invalid_yaml_reports_the_line(tmp_path):
+    path = write(tmp_path, "model:\n  size: 0.5\n   arch: [\n")
+    message = usage_error(path, REQUIRED)
+    assert path in message and "not valid YAML" in message and "line 3" in message

@@ -1,0 +1,231 @@
+"""The training configuration: typed sections, YAML recipes, dotted overrides, strict checks.
+
+OmegaConf structured configs give us the typing and the merge of YAML + `key=value`
+overrides; this module adds what users need on top: errors that name the key, suggest
+the closest valid one, and fail before any work starts (textgan.errors.UsageError, exit 2).
+
+Vocabulary follows StyleGAN: kimg, tick, snapshot, batch_size (global), batch_gpu (per rank).
+"""
+
+import difflib
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from textgan.errors import UsageError
+
+
+@dataclass
+class DataConfig:
+    shards: str = MISSING  # directory with manifest.json
+    # When `shards` has no manifest and this is > 0, build that many captioned-shapes samples
+    # there first (the demo's "just works" path). COCO shards are never built implicitly.
+    build_shapes_if_missing: int = 0
+    resolution: int = MISSING  # must equal the shards' resolution
+    num_workers: int = 2
+    max_skip_rate: Optional[float] = 0.01  # fail the run when more samples than this are corrupt
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "stylegan2"  # stylegan2 | cgan
+    size: float = 1.0  # channel multiplier (the research runs: 0.5, 0.8, 1.0)
+    channel_base: int = 16384
+    channel_max: int = 512
+    z_dim: int = 512
+    w_dim: int = 512
+    mapping_layers: int = 8
+    mbstd_group_size: int = 4
+
+
+@dataclass
+class TextEncoderConfig:
+    model: str = "ViT-B-32"  # open_clip model name
+    pretrained: Optional[str] = None  # tag (e.g. openai) or local weights file
+    random_weights: bool = False  # only the tiny demo: embeddings carry no meaning, warned loudly
+
+
+@dataclass
+class LossConfig:
+    kind: str = "nonsaturating"  # nonsaturating | hinge
+    r1_gamma: float = 10.0
+    pl_weight: float = 2.0  # 0 disables path-length regularization
+    pl_decay: float = 0.01
+    style_mixing_prob: float = 0.9
+    matching_aware: float = 0.0  # weight of "real image + mismatched caption counts as fake"
+    ortho_reg: float = 0.0  # BigGAN orthogonal regularization of G's weights
+    weight_decay: float = 0.0  # L2 on both networks' weights
+    grad_clip: Optional[float] = None  # max global grad norm per engine
+
+
+@dataclass
+class AugmentConfig:
+    kind: str = "none"  # none | ada | diffaugment
+    ada_target: float = 0.6
+    ada_kimg: float = 500.0  # how fast p can move: 0 -> 1 in this many kimg
+    ada_interval: int = 4  # adjust p every this many D steps
+    diffaugment: str = "color,translation,cutout"
+
+
+@dataclass
+class OptimConfig:
+    G_lr: float = 0.0025
+    D_lr: float = 0.0025
+    betas: List[float] = field(default_factory=lambda: [0.0, 0.99])
+    eps: float = 1e-8
+    lr_schedule: str = "constant"  # constant | warmup | cosine
+    warmup_kimg: float = 0.0
+
+
+@dataclass
+class ScheduleConfig:
+    total_kimg: float = 25000.0
+    kimg_per_tick: float = 4.0
+    batch_size: int = 32  # global: batch_gpu x world x accumulation
+    batch_gpu: int = 4  # per rank, per micro-step
+    G_reg_interval: int = 4  # lazy path-length regularization (0 disables the phase)
+    D_reg_interval: int = 16  # lazy R1
+    ema_kimg: float = 10.0
+    ema_rampup: Optional[float] = 0.05
+    image_snapshot_ticks: int = 50
+    network_snapshot_ticks: int = 50
+    keep_checkpoints: int = 3
+    max_nonfinite_steps: int = 10  # stop after this many non-finite steps in a row
+
+
+@dataclass
+class DistConfig:
+    zero_stage_G: int = 2
+    zero_stage_D: int = 2
+    precision: str = "fp32"  # fp32 | bf16 | fp16
+    backend: Optional[str] = None  # None: nccl on GPU, gloo on CPU
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
+    seed: int = 0
+    desc: str = ""  # run directory suffix; default: the config file's stem
+
+
+CHOICES = {
+    "model.arch": ("stylegan2", "cgan"),
+    "loss.kind": ("nonsaturating", "hinge"),
+    "augment.kind": ("none", "ada", "diffaugment"),
+    "optim.lr_schedule": ("constant", "warmup", "cosine"),
+    "dist.precision": ("fp32", "bf16", "fp16"),
+    "dist.zero_stage_G": (0, 1, 2, 3),
+    "dist.zero_stage_D": (0, 1, 2, 3),
+}
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}; leaves only."""
+    flat = {}
+    for name, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{name}."))
+        else:
+            flat[f"{prefix}{name}"] = value
+    return flat
+
+
+def _leaves(cfg) -> dict:
+    # to_container keeps unset (MISSING) values as the string "???" instead of raising
+    return _flatten(OmegaConf.to_container(cfg, throw_on_missing=False))
+
+
+def _explain(error: OmegaConfBaseException, source: str) -> UsageError:
+    """Turn an OmegaConf error into one that names the key and suggests the nearest valid one."""
+    key = getattr(error, "full_key", None) or ""
+    if isinstance(error, ConfigKeyError):
+        leaves = list(_leaves(OmegaConf.structured(TrainConfig)))
+        # Full keys and section names first (a misspelt section: 'shedule' -> 'schedule'), then
+        # the last component alone (a key put in the wrong section: 'batch_size' -> its section).
+        sections = sorted({k.split(".")[0] for k in leaves})
+        close = difflib.get_close_matches(key, leaves + sections, n=1)
+        if not close:
+            by_name = {k.split(".")[-1]: k for k in leaves}
+            close = [by_name[m] for m in difflib.get_close_matches(key.split(".")[-1], list(by_name), n=1)]
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        return UsageError(f"{source}: unknown config key '{key}'.{hint} Valid keys: see `--dry-run` output.")
+    if isinstance(error, ValidationError):
+        return UsageError(f"{source}: config key '{key}' has the wrong type: {str(error.msg).splitlines()[0]}")
+    return UsageError(f"{source}: invalid config: {error}")
+
+
+def load_config(path: Optional[str] = None, overrides: Optional[List[str]] = None) -> TrainConfig:
+    """Defaults <- YAML file <- `key=value` overrides, then validate. Returns a typed TrainConfig
+    object (an OmegaConf structured node that behaves like the dataclass)."""
+    cfg = OmegaConf.structured(TrainConfig)
+    if path is not None:
+        try:
+            loaded = OmegaConf.load(path)
+        except FileNotFoundError as e:
+            raise UsageError(f"config file {path} does not exist; recipes live in configs/") from e
+        except Exception as e:  # yaml errors carry line and column
+            raise UsageError(f"{path} is not valid YAML: {e}") from e
+        try:
+            cfg = OmegaConf.merge(cfg, loaded)
+        except OmegaConfBaseException as e:
+            raise _explain(e, path) from e
+    for item in overrides or []:
+        if "=" not in item:
+            raise UsageError(f"override {item!r} must look like key=value (e.g. schedule.total_kimg=100)")
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+        except OmegaConfBaseException as e:
+            raise _explain(e, f"--set {item}") from e
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg) -> None:
+    """Checks that need more than a type: allowed values, divisibility, powers of two."""
+    missing = sorted(k for k, v in _leaves(cfg).items() if v == "???")
+    if missing:
+        raise UsageError(f"config keys {missing} must be set (in the YAML file or with --set key=value)")
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            raise UsageError(f"config key '{key}' is {value!r}; allowed: {', '.join(map(str, allowed))}")
+    res = cfg.data.resolution
+    if res < 16 or res > 1024 or res & (res - 1):
+        raise UsageError(f"config key 'data.resolution' is {res}; it must be a power of two from 16 to 1024")
+    sched = cfg.schedule
+    for key in ("batch_size", "batch_gpu"):
+        if getattr(sched, key) < 1:
+            raise UsageError(f"config key 'schedule.{key}' must be >= 1 (got {getattr(sched, key)})")
+    if sched.batch_size % sched.batch_gpu:
+        raise UsageError(
+            f"config key 'schedule.batch_size' ({sched.batch_size}) must be a multiple of "
+            f"'schedule.batch_gpu' ({sched.batch_gpu}) times the number of ranks"
+        )
+    if sched.total_kimg <= 0 or sched.kimg_per_tick <= 0:
+        raise UsageError("config keys 'schedule.total_kimg' and 'schedule.kimg_per_tick' must be > 0")
+    if len(cfg.optim.betas) != 2:
+        raise UsageError(f"config key 'optim.betas' must be two floats, got {list(cfg.optim.betas)}")
+
+
+def check_world(cfg, world_size: int) -> int:
+    """Gradient accumulation steps for this world size; UsageError when the batch does not divide."""
+    per_step = cfg.schedule.batch_gpu * world_size
+    if cfg.schedule.batch_size % per_step:
+        raise UsageError(
+            f"config key 'schedule.batch_size' ({cfg.schedule.batch_size}) must be a multiple of "
+            f"batch_gpu x ranks = {cfg.schedule.batch_gpu} x {world_size} = {per_step}"
+        )
+    return cfg.schedule.batch_size // per_step
+
+
+def to_yaml(cfg) -> str:
+    return OmegaConf.to_yaml(cfg)
