@@ -1,0 +1,286 @@
+"""Who am I in the job: rank, world size, device; found from whatever started this process.
+
+    runtime = Runtime.from_env()      # torchrun, srun / submitit, the deepspeed launcher, or nothing
+    runtime.init_distributed()        # DeepSpeed is the one path: even a world of one gets a process group
+    runtime.seed_everything(cfg.seed)
+
+Launchers and what they leave in the environment:
+- torchrun (and submitit's TorchDistributedEnvironment.export(), and the deepspeed launcher):
+  RANK, WORLD_SIZE, LOCAL_RANK (+ LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT).
+- srun: SLURM_PROCID, SLURM_NTASKS (SLURM_STEP_NUM_TASKS inside a step), SLURM_LOCALID,
+  SLURM_JOB_NODELIST, SLURM_JOB_ID; no MASTER_ADDR unless someone exported it.
+- submitit's local executor: SUBMITIT_LOCAL_GLOBALID, SUBMITIT_LOCAL_NTASKS, SUBMITIT_LOCAL_LOCALID.
+- the deepspeed launcher also passes `--local_rank=N` on the command line.
+- nothing: a world of one.
+
+`deepspeed.init_distributed` needs all of RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT;
+with one missing it falls back to MPI discovery and fails (no mpi4py). `export_env` fills them in.
+
+Only this Runtime object carries the rank: it is built once at the entry point and passed down;
+library code never reads rank or world size from globals or the environment.
+"""
+
+import os
+import random
+import re
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+# "env": RANK / WORLD_SIZE exported by someone else (submitit's TorchDistributedEnvironment, a script).
+LAUNCHERS = ("torchrun", "deepspeed", "env", "slurm", "submitit-local", "none")
+
+
+@dataclass
+class Runtime:
+    rank: int
+    local_rank: int
+    world_size: int
+    local_world_size: int
+    device: torch.device
+    launcher: str  # one of LAUNCHERS; for logs and error messages
+    master_addr: Optional[str] = None  # None: export_env picks the default for the launcher
+    master_port: Optional[int] = None
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 writes files and prints."""
+        return self.rank == 0
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_env(cls, device=None, env=None, argv=None) -> "Runtime":
+        """Detect the launcher from `env` (default os.environ) and `argv` (default sys.argv).
+        device: None -> cuda:local_rank when CUDA is available, else cpu."""
+        env = os.environ if env is None else env
+        argv = sys.argv if argv is None else argv
+        found = _from_torch_env(env, argv) or _from_slurm_env(env) or _from_submitit_local(env)
+        found = found or dict(launcher="none", rank=0, world_size=1, local_rank=0)
+        found.setdefault("local_world_size", found["world_size"])
+        if not 0 <= found["rank"] < found["world_size"]:
+            raise RuntimeError(
+                f"launcher {found['launcher']}: rank {found['rank']} is outside world size {found['world_size']}; "
+                "check the RANK / WORLD_SIZE (or SLURM_PROCID / SLURM_NTASKS) environment variables"
+            )
+        if device is None:
+            device = f"cuda:{found['local_rank']}" if torch.cuda.is_available() else "cpu"
+        return cls(device=torch.device(device), **found)
+
+    # ------------------------------------------------------------------ process group
+
+    def export_env(self, env=None) -> dict:
+        """Set RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT in `env` (default
+        os.environ) without overwriting a MASTER_ADDR / MASTER_PORT the launcher chose. Returns
+        the five values deepspeed.init_distributed reads."""
+        env = os.environ if env is None else env
+        env["RANK"], env["WORLD_SIZE"] = str(self.rank), str(self.world_size)
+        env["LOCAL_RANK"], env["LOCAL_WORLD_SIZE"] = str(self.local_rank), str(self.local_world_size)
+        if self.master_addr is not None:
+            env["MASTER_ADDR"] = self.master_addr
+        env.setdefault("MASTER_ADDR", "127.0.0.1")
+        if self.master_port is not None:
+            env["MASTER_PORT"] = str(self.master_port)
+        if "MASTER_PORT" not in env:
+            if self.world_size > 1:
+                # Every rank must agree on the port, so it cannot be drawn here at random.
+                raise RuntimeError(
+                    f"launcher {self.launcher} with {self.world_size} ranks: MASTER_PORT is not set; "
+                    "export it (the same value on every rank) or start the job with torchrun"
+                )
+            env["MASTER_PORT"] = str(free_port())
+        return {k: env[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+
+    def init_distributed(self, backend=None) -> None:
+        """Export the env, then create the process group through DeepSpeed (gloo on CPU, nccl on CUDA).
+        Idempotent: a second call is a no-op."""
+        if dist.is_available() and dist.is_initialized():
+            return
+        self.export_env()
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        backend = backend or ("nccl" if self.device.type == "cuda" else "gloo")
+        import deepspeed  # local: only the process-group start needs it here (engines live in train/)
+
+        # Without this, the CPU accelerator JIT-compiles a shared-memory all-reduce (83 s the first
+        # time) that gloo training does not need.
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+        deepspeed.init_distributed(dist_backend=backend)
+        if dist.get_world_size() != self.world_size or dist.get_rank() != self.rank:
+            raise RuntimeError(
+                f"process group has rank {dist.get_rank()} of {dist.get_world_size()}, but the launcher "
+                f"({self.launcher}) said {self.rank} of {self.world_size}"
+            )
+
+    # ------------------------------------------------------------------ collectives (no-ops without a group)
+
+    def _distributed(self) -> bool:
+        return self.world_size > 1 and dist.is_available() and dist.is_initialized()
+
+    def all_reduce_mean(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Mean over ranks (a new tensor; the input is left alone)."""
+        out = tensor.detach().clone()
+        if self._distributed():
+            dist.all_reduce(out, op=dist.ReduceOp.SUM)
+            out /= self.world_size
+        return out
+
+    def all_reduce_max(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Max over ranks (a new tensor), e.g. to agree on a flag that any rank may raise."""
+        out = tensor.detach().clone()
+        if self._distributed():
+            dist.all_reduce(out, op=dist.ReduceOp.MAX)
+        return out
+
+    def all_gather_object(self, obj) -> list:
+        """[obj of rank 0, obj of rank 1, ...] on every rank (small picklable objects only)."""
+        if not self._distributed():
+            return [obj]
+        out = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def broadcast_(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
+        """In place: every rank gets rank `src`'s values."""
+        if self._distributed():
+            dist.broadcast(tensor, src=src)
+        return tensor
+
+    def barrier(self) -> None:
+        if self._distributed():
+            dist.barrier()
+
+    # ------------------------------------------------------------------ randomness
+
+    def seed_everything(self, seed: int) -> int:
+        """Seed python, numpy and torch (CPU and CUDA) with seed + rank, so that ranks draw
+        different latents and noise while the whole job stays reproducible. Returns the rank's seed."""
+        rank_seed = int(seed) + self.rank
+        random.seed(rank_seed)
+        np.random.seed(rank_seed % 2**32)
+        torch.manual_seed(rank_seed)  # also seeds every CUDA device
+        return rank_seed
+
+
+# ---------------------------------------------------------------------- launcher detection
+
+
+def _int(env, key):
+    value = env.get(key)
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise RuntimeError(f"environment variable {key}={value!r} is not an integer") from None
+
+
+def _argv_local_rank(argv):
+    """N from `--local_rank=N` / `--local_rank N` (what the deepspeed launcher appends), else None."""
+    for i, arg in enumerate(argv):
+        match = re.fullmatch(r"--local[_-]rank(?:=(.*))?", arg)
+        if match:
+            value = match.group(1) if match.group(1) is not None else (argv[i + 1] if i + 1 < len(argv) else "")
+            if not value.isdigit():
+                raise RuntimeError(f"command line: {arg} needs an integer value")
+            return int(value)
+    return None
+
+
+def _from_torch_env(env, argv):
+    rank, world = _int(env, "RANK"), _int(env, "WORLD_SIZE")
+    argv_local_rank = _argv_local_rank(argv)
+    if rank is None or world is None:
+        if argv_local_rank is not None:
+            raise RuntimeError(
+                f"--local_rank={argv_local_rank} on the command line but RANK / WORLD_SIZE are not set; "
+                "start the job with the deepspeed launcher or torchrun, which export them"
+            )
+        return None
+    local_rank = _int(env, "LOCAL_RANK")
+    if "TORCHELASTIC_RUN_ID" in env:
+        launcher = "torchrun"
+    elif argv_local_rank is not None:
+        launcher = "deepspeed"
+    else:
+        launcher = "env"
+    if local_rank is None:
+        local_rank = argv_local_rank if argv_local_rank is not None else rank
+    found = dict(launcher=launcher, rank=rank, world_size=world, local_rank=local_rank)
+    if _int(env, "LOCAL_WORLD_SIZE") is not None:
+        found["local_world_size"] = _int(env, "LOCAL_WORLD_SIZE")
+    return found
+
+
+def _from_slurm_env(env):
+    rank = _int(env, "SLURM_PROCID")
+    # Inside a step (srun) the step's task count is the one that matters; SLURM_NTASKS is the job's.
+    world = _int(env, "SLURM_STEP_NUM_TASKS") or _int(env, "SLURM_NTASKS")
+    if rank is None or world is None:
+        return None
+    nodes = _int(env, "SLURM_STEP_NUM_NODES") or _int(env, "SLURM_JOB_NUM_NODES") or _int(env, "SLURM_NNODES") or 1
+    found = dict(
+        launcher="slurm",
+        rank=rank,
+        world_size=world,
+        local_rank=_int(env, "SLURM_LOCALID") or 0,
+        local_world_size=max(1, world // nodes),
+    )
+    if world > 1:
+        if "MASTER_ADDR" not in env:
+            found["master_addr"] = slurm_first_node(env)
+        if "MASTER_PORT" not in env:
+            found["master_port"] = slurm_port(env)
+    return found
+
+
+def _from_submitit_local(env):
+    rank, world = _int(env, "SUBMITIT_LOCAL_GLOBALID"), _int(env, "SUBMITIT_LOCAL_NTASKS")
+    if rank is None or world is None:
+        return None
+    found = dict(launcher="submitit-local", rank=rank, world_size=world,
+                 local_rank=_int(env, "SUBMITIT_LOCAL_LOCALID") or 0)
+    if world > 1 and "MASTER_PORT" not in env:
+        # The local executor gives every task the same job id (the parent's pid): a shared port.
+        found["master_port"] = _port_from_job_id(env.get("SUBMITIT_LOCAL_JOB_ID", "0"))
+    return found
+
+
+def slurm_first_node(env) -> str:
+    """First host of SLURM_JOB_NODELIST ("node[01-04,07]" -> "node01"), the rendezvous host.
+    Uses `scontrol show hostnames` when available, else submitit's parser of the same syntax."""
+    nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
+    if not nodelist:
+        return "127.0.0.1"
+    try:
+        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
+                             timeout=30, check=True).stdout.split()
+        if out:
+            return out[0]
+    except (OSError, subprocess.SubprocessError):
+        pass
+    from submitit.slurm.slurm import _parse_node_list  # same syntax, no Slurm binaries needed
+
+    return _parse_node_list(nodelist)[0]
+
+
+def slurm_port(env) -> int:
+    """A port every rank of the job derives alike from SLURM_JOB_ID (as submitit does)."""
+    return _port_from_job_id(env.get("SLURM_JOB_ID", "0"))
+
+
+def _port_from_job_id(job_id: str) -> int:
+    return 20000 + random.Random(str(job_id)).randint(0, 40000)
+
+
+def free_port() -> int:
+    """A TCP port free on this host right now (for a world of one, which rendezvous with itself)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

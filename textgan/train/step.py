@@ -1,0 +1,221 @@
+"""One training iteration: the four phases of StyleGAN2-ADA on the two DeepSpeed engines.
+
+    state = TrainState()
+    stats = train_step(engines, objective, batch_iter, c_encoder, state, cfg, runtime)
+
+Order: Gmain, Greg (every G_reg_interval iterations), Dmain, Dreg (every D_reg_interval), then G_ema.
+Each phase runs exactly `engines.accum` micro-batches, each with engine.backward() and engine.step():
+DeepSpeed counts micro-steps per engine and applies the optimizer on the last one, so a phase that
+did fewer would shift every later boundary. The iteration fetches `accum` micro-batches of reals
+(batch_gpu each) once; all phases use them, and fakes are conditioned on the same captions.
+
+How each network is called (FACTS.md): G phases run D as the raw module with its parameters frozen;
+Dmain runs D through the engine and G as the raw module (the objective wraps it in no_grad); Dreg
+runs the raw D module inside r1_forward_context for R1's double backward, and Greg runs G inside it
+for the path length's.
+
+Non-finite guard: every loss term and (through hooks) every gradient is checked; before the phase's
+last engine.step() the ranks agree with one all-reduce, and a bad phase is skipped on all of them
+(SkippableAdam leaves weights and Adam state alone). The iteration counts as non-finite if any phase
+was skipped; after schedule.max_nonfinite_steps in a row, NonFiniteLossError names the terms.
+"""
+
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+
+import torch
+
+from textgan.train.ema import ema_beta
+from textgan.train.engines import frozen, r1_forward_context, sync_buffers, update_ema
+
+PHASES = ("Gmain", "Greg", "Dmain", "Dreg")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many iterations in a row had non-finite losses or gradients."""
+
+
+@dataclass
+class TrainState:
+    """Progress that a checkpoint must carry (besides weights and optimizers). The loop owns tick;
+    train_step advances cur_nimg and batch_idx and keeps pl_mean (identical on every rank)."""
+
+    cur_nimg: int = 0
+    batch_idx: int = 0  # iterations done; decides when the lazy regularization phases run
+    tick: int = 0
+    pl_mean: float = 0.0
+    nonfinite_in_a_row: int = 0
+    nonfinite_total: int = 0
+
+    def state_dict(self) -> dict:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        for key, value in state.items():
+            if not hasattr(self, key):
+                raise ValueError(f"unknown TrainState field {key!r} in checkpoint")
+            setattr(self, key, type(getattr(self, key))(value))
+
+
+def phases_due(cfg, objective, batch_idx: int) -> list:
+    """The phases of iteration `batch_idx` (a regularization phase runs when batch_idx % interval == 0,
+    so the very first iteration has all four; interval 0 or a zero weight disables it)."""
+    phases = ["Gmain"]
+    if objective.uses_pl and cfg.schedule.G_reg_interval >= 1 and batch_idx % cfg.schedule.G_reg_interval == 0:
+        phases.append("Greg")
+    phases.append("Dmain")
+    if objective.uses_r1 and cfg.schedule.D_reg_interval >= 1 and batch_idx % cfg.schedule.D_reg_interval == 0:
+        phases.append("Dreg")
+    return phases
+
+
+def _nonfinite_terms(out: dict) -> list:
+    bad = [k for k, v in out.items() if k.startswith("Loss/") and not bool(torch.isfinite(v).all())]
+    if not bad and not bool(torch.isfinite(out["total"]).all()):
+        bad = ["total"]
+    return bad
+
+
+class _Phase:
+    """Runs one phase's micro-batches on its engine and decides, across ranks, whether to apply it."""
+
+    def __init__(self, name, engines, runtime):
+        self.name = name
+        side = name[0]
+        self.engine = engines.G if side == "G" else engines.D
+        self.opt = engines.G_opt if side == "G" else engines.D_opt
+        self.watch = engines.G_watch if side == "G" else engines.D_watch
+        self.side = side
+        self.accum = engines.accum
+        # fp16's loss scaler overflows now and then by design; DeepSpeed skips those steps itself.
+        self.check_grads = engines.precision != "fp16"
+        self.runtime = runtime
+        self.bad_terms = set()
+        self.stats = defaultdict(list)
+        self.watch.reset()
+
+    def backward_and_step(self, index: int, out: dict) -> None:
+        self.bad_terms.update(_nonfinite_terms(out))
+        for key, value in out.items():
+            if key != "total":
+                self.stats[key].append(value.detach().float())
+        self.engine.backward(out["total"])
+        if index == self.accum - 1:
+            self.skipped = self._agree_to_skip()
+            self.opt.skip_next_step = self.skipped
+        try:
+            self.engine.step()
+        finally:
+            self.opt.skip_next_step = False
+
+    def _agree_to_skip(self) -> bool:
+        grads_bad = self.check_grads and self.watch.seen_nonfinite()
+        local = torch.tensor([1.0 if (self.bad_terms or grads_bad) else 0.0], device=self.runtime.device)
+        if not bool(self.runtime.all_reduce_max(local).item()):
+            return False
+        # Rare path, entered by all ranks together: learn what went wrong where.
+        reports = self.runtime.all_gather_object((sorted(self.bad_terms), grads_bad))
+        terms = sorted({t for names, _ in reports for t in names})
+        ranks = [r for r, (names, g) in enumerate(reports) if names or g]
+        where = f"phase {self.name}, rank(s) {ranks}"
+        self.reason = (f"{', '.join(terms)} ({where})" if terms else
+                       f"gradients of {self.side} ({where}; the loss terms were finite)")
+        return True
+
+    def summary(self) -> dict:
+        return {k: torch.stack(v).mean() for k, v in self.stats.items()}
+
+
+def generator_fn(G_module, style_mixing_prob: float, update_w_avg: bool = False):
+    """G_fn(z, c) -> (img, ws) for the objective (cgan, which has no styles: img only).
+
+    mapping and synthesis are called one after the other rather than through G.forward: under ZeRO-3
+    DeepSpeed passes every module's outputs through an autograd function, so the ws that G.forward
+    returns is a copy, not the tensor synthesis consumed, and Greg's gradient w.r.t. it is undefined
+    ("appears to not have been used in the graph")."""
+    if not hasattr(G_module, "mapping"):
+        return lambda z, c: G_module(z, c)
+
+    def G_fn(z, c):
+        ws = G_module.mapping(z, c, update_w_avg=update_w_avg)
+        if style_mixing_prob > 0:
+            ws = G_module.style_mixing(ws, c, style_mixing_prob)
+        return G_module.synthesis(ws), ws
+
+    return G_fn
+
+
+def train_step(engines, objective, batch_iter, c_encoder, state: TrainState, cfg, runtime) -> dict:
+    """One iteration. batch_iter yields loader batches (dicts with "image" [batch_gpu, C, R, R] in
+    [-1, 1]); c_encoder(batch) -> c [batch_gpu, c_dim] (the text embedding). Mutates `state`
+    (cur_nimg += batch_size, batch_idx += 1, pl_mean, non-finite counters) and returns this rank's
+    stats: {"Loss/..": tensor, "Stats/..": tensor} averaged over the micro-batches of the phases that
+    were applied, plus "Health/nonfinite_skips" (phases skipped now)."""
+    device, dtype = runtime.device, engines.dtype
+    batch_gpu = cfg.schedule.batch_gpu
+    G_module, D_module = engines.G.module, engines.D.module
+    micro = []
+    for _ in range(engines.accum):
+        batch = next(batch_iter)
+        micro.append((batch["image"].to(device, dtype), c_encoder(batch).to(device, dtype)))
+
+    mixing = float(cfg.loss.style_mixing_prob)
+    G_fn = generator_fn(G_module, mixing)
+    G_fn_main = generator_fn(G_module, mixing, update_w_avg=True)  # w_avg follows Gmain's latents
+
+    stats, reasons, skipped = {}, [], 0
+    for name in phases_due(cfg, objective, state.batch_idx):
+        # All latents of a phase in one draw: the same numbers whatever the accumulation split.
+        zs = torch.randn([engines.accum * batch_gpu, G_module.z_dim], device=device).to(dtype).split(batch_gpu)
+        phase = _Phase(name, engines, runtime)
+        pl_mean_before = state.pl_mean
+        for i, ((reals, c), z) in enumerate(zip(micro, zs)):
+            if name == "Gmain":
+                with frozen(D_module):
+                    out = objective.G_main(G_fn_main, D_module, z, c, G_module=G_module)
+            elif name == "Greg":
+                # Path length is a double backward like R1: the same ZeRO-3 context.
+                with frozen(D_module), r1_forward_context(engines.G_stage):
+                    out, new_pl_mean = objective.G_reg(G_fn, z, c, state.pl_mean, cfg.schedule.G_reg_interval,
+                                                       mean_fn=runtime.all_reduce_mean)
+                state.pl_mean = float(new_pl_mean.reshape(-1)[0])
+            elif name == "Dmain":
+                out = objective.D_main(G_fn, engines.D, reals, c, z, D_module=D_module)
+            else:
+                with r1_forward_context(engines.D_stage):
+                    out = objective.D_reg(D_module, reals, c, interval=cfg.schedule.D_reg_interval)
+            phase.backward_and_step(i, out)
+        if phase.skipped:
+            skipped += 1
+            reasons.append(phase.reason)
+            state.pl_mean = pl_mean_before  # a non-finite length must not poison the running mean
+        else:
+            stats.update(phase.summary())
+
+    # Buffers (w_avg) follow rank 0 on every rank, then G_ema follows G.
+    sync_buffers(G_module, runtime)
+    sync_buffers(D_module, runtime)
+    beta = ema_beta(cfg, cfg.schedule.batch_size, state.cur_nimg)
+    update_ema(engines.G_ema, G_module, beta, engines.G_stage, engines.precision)
+
+    state.cur_nimg += cfg.schedule.batch_size
+    state.batch_idx += 1
+    stats["Health/nonfinite_skips"] = skipped
+    _count_nonfinite(state, skipped, reasons, cfg)
+    return stats
+
+
+def _count_nonfinite(state: TrainState, skipped: int, reasons: list, cfg) -> None:
+    if not skipped:
+        state.nonfinite_in_a_row = 0
+        return
+    state.nonfinite_in_a_row += 1
+    state.nonfinite_total += 1
+    limit = max(1, int(cfg.schedule.max_nonfinite_steps))
+    if state.nonfinite_in_a_row >= limit:
+        raise NonFiniteLossError(
+            f"non-finite {'; '.join(reasons)} for {state.nonfinite_in_a_row} iterations in a row "
+            f"(schedule.max_nonfinite_steps={cfg.schedule.max_nonfinite_steps}) at cur_nimg={state.cur_nimg}; "
+            "stopping. Those steps were skipped, so the weights and the newest checkpoint are the last good "
+            "state. Lower optim.G_lr / optim.D_lr, set loss.grad_clip, or check the data."
+        )
