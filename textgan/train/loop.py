@@ -1,0 +1,189 @@
+"""The training loop: build everything once, then iterate, summarising once per tick.
+
+Progress is counted in images (cur_nimg), reported once per tick (kimg_per_tick), with sample
+grids every image_snapshot_ticks and full checkpoints every network_snapshot_ticks, StyleGAN-style.
+Every rank runs this function; only rank 0 writes stats, grids and logs. Checkpoints are
+collective (each rank saves its own RNG and loader position).
+"""
+
+import os
+import time
+
+import torch
+
+from textgan.augment_ada import AugmentPipe
+from textgan.augment import build_augment
+from textgan.data.loader import eval_loader, train_loader
+from textgan.data.manifest import load_manifest
+from textgan.losses.objective import GANObjective
+from textgan.nets import build_networks
+from textgan.train.checkpoint import find_latest, load_checkpoint, load_weights, save_checkpoint
+from textgan.train.engines import build_engines
+from textgan.train.grids import fixed_grid_inputs, save_grid
+from textgan.train.rundir import config_hash, write_run_info
+from textgan.train.schedules import apply_lr, lr_multiplier
+from textgan.train.stats import StatsCollector, StatsWriter
+from textgan.train.step import TrainState, train_step
+from textgan.train.text import TextConditioner
+
+GRID_SIZE = 16
+
+
+def build_nets(cfg, c_dim: int):
+    m = cfg.model
+    G_kwargs = {"w_dim": m.w_dim, "mapping_layers": m.mapping_layers} if m.arch == "stylegan2" else {}
+    D_kwargs = {"mbstd_group_size": m.mbstd_group_size} if m.arch == "stylegan2" else {}
+    return build_networks(m.arch, z_dim=m.z_dim, c_dim=c_dim, img_resolution=cfg.data.resolution, size=m.size,
+                          channel_base=m.channel_base, channel_max=m.channel_max,
+                          generator_kwargs=G_kwargs, discriminator_kwargs=D_kwargs)
+
+
+@torch.no_grad()
+def generate(G_ema, text: TextConditioner, captions, z) -> torch.Tensor:
+    """G_ema images for captions with fixed latents, in [-1, 1] (clamped), on the CPU."""
+    out = G_ema(z.to(text.device), text.encode(captions), noise_mode="const")
+    return out.clamp(-1, 1).float().cpu()
+
+
+def training_loop(cfg, runtime, run_dir: str, resume=None, init_from=None, argv=()) -> dict:
+    log = print if runtime.is_main else (lambda *a, **k: None)
+    runtime.seed_everything(cfg.seed)
+    manifest = load_manifest(cfg.data.shards)
+    text = TextConditioner(cfg.text_encoder, manifest, runtime.device)
+    G, D = build_nets(cfg, text.dim)
+    if init_from:
+        weights = load_weights(init_from)
+        G.load_state_dict(weights["G"])
+        D.load_state_dict(weights["D"])
+    augment = build_augment(cfg.augment)
+    augment = augment.to(runtime.device) if augment is not None else None
+    objective = GANObjective(cfg.loss, augment)
+    engines = build_engines(G, D, cfg, runtime)
+    if init_from:
+        engines.G_ema.load_state_dict(weights["G_ema"])
+    loader = train_loader(cfg.data.shards, cfg.schedule.batch_gpu, rank=runtime.rank, world_size=runtime.world_size,
+                          seed=cfg.seed, num_workers=cfg.data.num_workers, max_skip_rate=cfg.data.max_skip_rate)
+    state = TrainState()
+    ckpt_root = os.path.join(run_dir, "checkpoints")
+    resume_path = find_latest(ckpt_root) if resume == "auto" else resume
+    if resume_path:
+        client = load_checkpoint(resume_path, engines)
+        if client.get("config_hash") != config_hash(cfg, ignore=_RESUME_FREE_KEYS):
+            log("warning: resuming with a config that differs from the checkpoint's (see config.yaml)")
+        state.load_state_dict(client["state"])
+        if augment is not None and "augment" in client:
+            augment.load_state_dict(client["augment"])
+        loader.load_state_dict(client["rank_state"]["loader"])
+        log(f"resumed from {resume_path} at kimg {state.cur_nimg / 1000:.1f}, tick {state.tick}")
+    elif runtime.is_main:
+        write_run_info(run_dir, cfg, list(argv))
+    writer = StatsWriter(run_dir, enabled=runtime.is_main,
+                         resume_kimg=state.cur_nimg / 1000 if resume_path else None)
+    collector = StatsCollector(runtime.device)
+    grid_captions = next(iter(eval_loader(cfg.data.shards, GRID_SIZE, num_workers=0)))["caption"]
+    grid_z, grid_captions = fixed_grid_inputs(grid_captions, cfg.model.z_dim, GRID_SIZE, cfg.seed)
+
+    def client_state() -> dict:
+        state_out = {"state": state.state_dict(), "config_hash": config_hash(cfg, ignore=_RESUME_FREE_KEYS)}
+        if augment is not None:
+            state_out["augment"] = augment.state_dict()
+        return state_out
+
+    total_nimg = int(cfg.schedule.total_kimg * 1000)
+    tick_nimg = int(cfg.schedule.kimg_per_tick * 1000)
+    batch_iter = iter(loader)
+    tick_start_nimg, tick_start = state.cur_nimg, time.time()
+    skipped_before = loader.skipped
+    log(f"training {cfg.model.arch} at {cfg.data.resolution} px on {runtime.world_size} rank(s) "
+        f"({runtime.device.type}); run dir {run_dir}")
+    while state.cur_nimg < total_nimg:
+        multiplier = lr_multiplier(cfg.optim.lr_schedule, state.cur_nimg / 1000, cfg.schedule.total_kimg,
+                                   cfg.optim.warmup_kimg)
+        apply_lr(engines.G_opt, engines.G_base_lr, multiplier)
+        apply_lr(engines.D_opt, engines.D_base_lr, multiplier)
+        step_stats = train_step(engines, objective, batch_iter, text, state, cfg, runtime)
+        for name, value in step_stats.items():
+            collector.report(name, value)
+        if isinstance(augment, AugmentPipe) and state.batch_idx % cfg.augment.ada_interval == 0:
+            adjust_ada(augment, step_stats, runtime, cfg)
+        done = state.cur_nimg >= total_nimg
+        if not done and state.cur_nimg < tick_start_nimg + tick_nimg:
+            continue
+
+        state.tick += 1
+        seconds = time.time() - tick_start
+        collector.report("Timing/sec_per_tick", seconds)
+        collector.report("Timing/sec_per_kimg", seconds / max(state.cur_nimg - tick_start_nimg, 1) * 1000)
+        collector.report("Resources/peak_mem_gb", _peak_memory_gb(runtime.device))
+        collector.report("Progress/lr_multiplier", multiplier)
+        collector.report("Data/skipped", loader.skipped - skipped_before)
+        if augment is not None and hasattr(augment, "p"):
+            collector.report("Progress/augment_p", float(augment.p.reshape(-1)[0]))
+        summary = collector.tick_summary(reduce_fn=lambda t: runtime.all_reduce_mean(t) * runtime.world_size,
+                                         all_gather_object_fn=runtime.all_gather_object)
+        writer.append(state.tick, state.cur_nimg / 1000, summary)
+        log(_tick_line(state, summary))
+        if runtime.is_main and (done or state.tick % cfg.schedule.image_snapshot_ticks == 0):
+            path = os.path.join(run_dir, f"fakes{state.cur_nimg // 1000:06d}.png")
+            grid = save_grid(generate(engines.G_ema, text, grid_captions, grid_z), grid_captions, path, ncol=4)
+            writer.add_image_grid("Samples/fakes", grid, state.cur_nimg / 1000)
+        if done or state.tick % cfg.schedule.network_snapshot_ticks == 0:
+            save_checkpoint(ckpt_root, f"{state.cur_nimg // 1000:06d}", engines, client_state(),
+                            cfg.schedule.keep_checkpoints, rank_state={"loader": loader.state_dict()})
+        tick_start_nimg, tick_start, skipped_before = state.cur_nimg, time.time(), loader.skipped
+
+    result = {"run_dir": run_dir, "kimg": state.cur_nimg / 1000, "checkpoints": ckpt_root,
+              "tensorboard": run_dir, "samples": os.path.join(run_dir, "fakes*.png")}
+    if manifest.get("source") == "shapes" and runtime.is_main:
+        result["shapes_alignment"] = final_alignment(engines.G_ema, text, cfg, writer, state)
+    writer.close()
+    return result
+
+
+# Keys that may change between attempts of one run without making the resume wrong.
+_RESUME_FREE_KEYS = ("schedule.total_kimg", "schedule.image_snapshot_ticks", "schedule.network_snapshot_ticks",
+                     "schedule.keep_checkpoints", "data.num_workers")
+
+
+def adjust_ada(augment: AugmentPipe, step_stats: dict, runtime, cfg) -> None:
+    """ADA's overfitting heuristic r_t = E[sign(D(real))], averaged over all ranks, moves p.
+    Every rank calls this at the same iterations (collective); a skipped Dmain reports nothing,
+    and then every rank skipped it (skips are agreed across ranks)."""
+    if "Stats/D/real_sign" not in step_stats:
+        return
+    local = torch.as_tensor(step_stats["Stats/D/real_sign"], dtype=torch.float64).reshape(1).to(runtime.device)
+    augment.adjust(float(runtime.all_reduce_mean(local).item()), cfg.schedule.batch_size * cfg.augment.ada_interval)
+
+
+def final_alignment(G_ema, text, cfg, writer, state, n: int = 256) -> dict:
+    """shapes_alignment of G_ema samples for captions of the shards: did the model learn the text?"""
+    from textgan.data.alignment import shapes_alignment
+
+    captions = []
+    for batch in eval_loader(cfg.data.shards, 64, num_workers=0):
+        captions += batch["caption"]
+        if len(captions) >= n:
+            break
+    captions = captions[:n]
+    z = torch.randn([len(captions), cfg.model.z_dim], generator=torch.Generator().manual_seed(cfg.seed + 1))
+    images = torch.cat([generate(G_ema, text, captions[i:i + 64], z[i:i + 64]) for i in range(0, len(captions), 64)])
+    score = shapes_alignment(images, captions)
+    writer.add_text("Metrics/shapes_alignment", str(score), state.cur_nimg / 1000)
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in score.items()}
+
+
+def _peak_memory_gb(device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def _tick_line(state, summary: dict) -> str:
+    def mean(key):
+        return summary.get(key, {}).get("mean", float("nan"))
+
+    return (f"tick {state.tick:<5d} kimg {state.cur_nimg / 1000:<8.1f} sec/kimg {mean('Timing/sec_per_kimg'):<7.2f} "
+            f"G {mean('Loss/G/adv'):.3f}  D_real {mean('Loss/D/adv_real'):.3f}  D_fake {mean('Loss/D/adv_fake'):.3f}  "
+            f"R1 {mean('Loss/D/r1'):.4f}")

@@ -1,0 +1,61 @@
+"""Checks and preparation done once, before a job is submitted: nothing that can be known in
+advance may fail an hour later on a compute node.
+
+- the shards exist (the demo builds its captioned-shapes shards when they are missing) and
+  their manifest matches the config (resolution);
+- the text encoder can be resolved: a known open_clip model, a weights file that exists, or
+  random weights asked for explicitly.
+"""
+
+import difflib
+import os
+import sys
+
+from textgan.data import format as fmt
+from textgan.data.manifest import load_manifest
+from textgan.errors import UsageError
+
+
+def ensure_shards(cfg, log=print) -> dict:
+    """The manifest of cfg.data.shards, building demo shapes shards first when allowed."""
+    shards = cfg.data.shards
+    if not os.path.isfile(os.path.join(shards, fmt.MANIFEST_NAME)) and cfg.data.build_shapes_if_missing > 0:
+        from textgan.data.builder import BuildConfig, build
+
+        log(f"{shards} has no shards yet: building {cfg.data.build_shapes_if_missing} captioned-shapes samples "
+            f"at {cfg.data.resolution} px (data.build_shapes_if_missing)")
+        build(BuildConfig(source="shapes", out=shards, resolution=cfg.data.resolution,
+                          n=cfg.data.build_shapes_if_missing, seed=0, progress=sys.stderr.isatty()))
+    manifest = load_manifest(shards)
+    built = manifest["settings"]["resolution"]
+    if built != cfg.data.resolution:
+        raise UsageError(
+            f"config key 'data.resolution' is {cfg.data.resolution} but the shards in {shards} were built at "
+            f"{built} px; set data.resolution={built} or build shards at {cfg.data.resolution} px"
+        )
+    if manifest["samples"] < cfg.schedule.batch_gpu:
+        raise UsageError(f"{shards} holds {manifest['samples']} samples, fewer than one batch_gpu "
+                         f"({cfg.schedule.batch_gpu})")
+    return manifest
+
+
+def check_text_encoder(cfg) -> None:
+    """Fail fast on a text encoder that cannot load, without loading it (that is the job's work)."""
+    import open_clip
+
+    te = cfg.text_encoder
+    known = open_clip.list_models()
+    if te.model not in known:
+        close = difflib.get_close_matches(te.model, known, n=3)
+        hint = f" Close names: {', '.join(close)}." if close else ""
+        raise UsageError(f"config key 'text_encoder.model' is {te.model!r}, not an open_clip model.{hint}")
+    if te.pretrained is None:
+        if not te.random_weights:
+            raise UsageError(
+                "config key 'text_encoder.pretrained' is not set: give a pretrained tag (e.g. openai) or a local "
+                "weights file; only a demo may set text_encoder.random_weights=true instead"
+            )
+        return
+    looks_like_path = os.sep in te.pretrained or te.pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))
+    if looks_like_path and not os.path.isfile(te.pretrained):
+        raise UsageError(f"config key 'text_encoder.pretrained': weights file {te.pretrained} does not exist")
