@@ -32,14 +32,18 @@ def assert_no_half_shard_counts_as_done(out):
     return tars
 
 
+def _wait_for_first_shard(proc, out):
+    deadline = time.monotonic() + 120
+    while not (out.is_dir() and any(n.endswith(".tar") for n in os.listdir(out))):
+        assert proc.poll() is None, f"build ended before it could be stopped: {proc.communicate()}"
+        assert time.monotonic() < deadline, "no shard appeared within 120 s"
+        time.sleep(0.01)
+
+
 def _start_and_stop_after_first_shard(out, sig, args=BIG):
     proc = popen_build(*args, "--out", out, "--workers", 2, start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        while not (out.is_dir() and any(n.endswith(".tar") for n in os.listdir(out))):
-            assert proc.poll() is None, f"build ended before it could be stopped: {proc.communicate()}"
-            assert time.monotonic() < deadline, "no shard appeared within 120 s"
-            time.sleep(0.01)
+        _wait_for_first_shard(proc, out)
         os.killpg(proc.pid, sig)  # the whole group, like Slurm or a terminal does
         stdout, stderr = proc.communicate(timeout=60)
     finally:
@@ -180,11 +184,7 @@ def test_a_dead_worker_stops_the_build_with_a_clear_error_and_rerun_completes(tm
     out, reference = tmp_path / "crashed", tmp_path / "reference"
     proc = popen_build(*BIG, "--out", out, "--workers", 2, start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        while not (out.is_dir() and any(n.endswith(".tar") for n in os.listdir(out))):
-            assert proc.poll() is None, f"build ended before a worker could be killed: {proc.communicate()}"
-            assert time.monotonic() < deadline, "no shard appeared within 120 s"
-            time.sleep(0.01)
+        _wait_for_first_shard(proc, out)
         workers = _worker_pids(proc.pid)
         assert workers, "found no worker process to kill"
         os.kill(workers[0], signal.SIGKILL)
