@@ -37,6 +37,9 @@ def _entry(worker, rank, world_size, port, out_dir, args, env):
     try:
         result = worker(rank, world_size, *args)
         torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
+        if torch.distributed.is_initialized():  # leave together (see Runtime.shutdown)
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
     except BaseException:
         with open(os.path.join(out_dir, f"rank{rank}.err"), "w") as f:
             f.write(traceback.format_exc())
@@ -172,6 +175,15 @@ def setup_training(cfg, generator_cls=None, ds_overrides=None, objective_cls=Non
 # Under ZeRO-3 DeepSpeed keeps parameters below 1e5 elements whole; all of the tiny nets' are. This
 # makes stage 3 partition every one of them, the case the R1 and EMA patterns exist for.
 PARTITION_ALL = {"zero_optimization": {"stage3_param_persistence_threshold": 0}}
+
+
+def snapshot(engines) -> dict:
+    """{"G", "D", "G_ema"}: full fp32 state dicts (collective on ZeRO-3: call on every rank)."""
+    from textgan.train.engines import full_state_dict
+
+    return {"G": full_state_dict(engines.G.module, engines.G_stage),
+            "D": full_state_dict(engines.D.module, engines.D_stage),
+            "G_ema": {k: v.detach().clone() for k, v in engines.G_ema.state_dict().items()}}
 
 
 def floats(stats: dict) -> dict:

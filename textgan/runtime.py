@@ -39,6 +39,9 @@ LAUNCHERS = ("torchrun", "deepspeed", "env", "slurm", "submitit-local", "none")
 
 @dataclass
 class Runtime:
+    """This process's place in the job. Build it with from_env() at the entry point; pass it down.
+    Collectives below are no-ops in a world of one, so callers never branch on the world size."""
+
     rank: int
     local_rank: int
     world_size: int
@@ -117,6 +120,14 @@ class Runtime:
                 f"process group has rank {dist.get_rank()} of {dist.get_world_size()}, but the launcher "
                 f"({self.launcher}) said {self.rank} of {self.world_size}"
             )
+
+    def shutdown(self) -> None:
+        """Wait for every rank, then tear the process group down. Call it at the end of a run: a
+        gloo group left to the interpreter's exit can abort a rank ("terminate called without an
+        active exception") while another is still leaving, which torchrun reports as a failure."""
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
 
     # ------------------------------------------------------------------ collectives (no-ops without a group)
 
@@ -253,8 +264,8 @@ def _from_submitit_local(env):
 
 
 def slurm_first_node(env) -> str:
-    """First host of SLURM_JOB_NODELIST ("node[01-04,07]" -> "node01"), the rendezvous host.
-    Uses `scontrol show hostnames` when available, else submitit's parser of the same syntax."""
+    """First host of the job's node list ("gpu[07-08],cpu1" -> "gpu07"), the rendezvous host. Asks
+    `scontrol show hostnames` when Slurm's tools are on the PATH, else expands the syntax itself."""
     nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
     if not nodelist:
         return "127.0.0.1"
@@ -265,9 +276,19 @@ def slurm_first_node(env) -> str:
             return out[0]
     except (OSError, subprocess.SubprocessError):
         pass
-    from submitit.slurm.slurm import _parse_node_list  # same syntax, no Slurm binaries needed
+    return first_host(nodelist)
 
-    return _parse_node_list(nodelist)[0]
+
+def first_host(nodelist: str) -> str:
+    """The first name a Slurm host list expands to: the first comma-separated group (commas inside
+    brackets do not separate), with every [a-b,c] range replaced by its first value (zero padding kept)."""
+    depth, end = 0, len(nodelist)
+    for i, ch in enumerate(nodelist):
+        depth += {"[": 1, "]": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            end = i
+            break
+    return re.sub(r"\[([^\]]*)\]", lambda m: m.group(1).split(",")[0].split("-")[0], nodelist[:end])
 
 
 def slurm_port(env) -> int:

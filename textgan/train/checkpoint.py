@@ -159,12 +159,32 @@ def _remove_incomplete_and_old(ckpt_root: str, keep: int) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+_PLAIN = (type(None), bool, int, float, str, torch.Tensor)
+
+
+def _check_plain(value, where: str) -> None:
+    """Refuse at save time what weights_only loading would refuse at resume time."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, (str, int)):
+                raise TypeError(f"{where}: key {key!r} must be a str or int")
+            _check_plain(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+    elif not isinstance(value, _PLAIN):
+        raise TypeError(f"{where} is a {type(value).__name__}; checkpoints hold only tensors, numbers, strings, "
+                        "lists and dicts (convert it, e.g. OmegaConf.to_container or .state_dict())")
+
+
 def save_checkpoint(ckpt_root: str, tag: str, engines, client_state: dict, keep: int, rank_state=None) -> str:
     """Write the full state under ckpt_root/<tag>/ (see module docstring); returns that path.
     client_state: the shared state, from rank 0 (tensors, numbers, strings, lists, dicts only).
     rank_state: this rank's own state (e.g. {"loader": loader.state_dict()}), from every rank.
     keep: how many complete checkpoints to keep (>= 1), newest first. Collective."""
     tag = _check_tag(tag)
+    _check_plain(dict(client_state), "client_state")
+    _check_plain(rank_state or {}, "rank_state")
     if keep < 1:
         raise ValueError(f"keep must be >= 1 (schedule.keep_checkpoints), got {keep}")
     runtime = engines.runtime

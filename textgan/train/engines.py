@@ -8,9 +8,9 @@ This is the only module that imports deepspeed. Measured facts behind each patte
   (72 s) and silently means AdamW with weight decay 0.01.
 - The G phase calls `D_engine.module` with D frozen (`frozen`): otherwise D's gradients are silently
   polluted on stages 0/1 and stages 2/3 assert "Gradient computed twice".
-- R1 differentiates through a separate forward of `D_engine.module`; under ZeRO-3 that forward runs
-  inside `r1_forward_context`, which keeps copies of the gathered parameters for the double backward.
-  The path length (Greg) is a double backward through G and needs the same context.
+- R1 differentiates through a separate forward of `D_engine.module`. Under ZeRO-3 the R1 forward and
+  its backward run inside `keep_gathered`, which keeps D's parameters gathered; the path
+  length (Greg) is a double backward through G and needs the same (see the function for why).
 - G_ema is a deep copy of G made *before* deepspeed.initialize (ZeRO-3 partitions G in place), updated
   under GatheredParameters on stage 3.
 - Non-finite steps are skipped on every rank alike: `SkippableAdam` is told to skip by the caller
@@ -106,7 +106,8 @@ class SkippableAdam(torch.optim.Adam):
     """torch Adam whose update can be cancelled for one step: with `skip_next_step` set, step()
     leaves parameters and Adam state (moments, step count) untouched. Every ZeRO stage ends in a
     call to this step(), so one switch skips the update everywhere; DeepSpeed then zeroes the
-    gradients and counts its micro-steps as usual."""
+    gradients and counts its micro-steps as usual. (In fp32, ZeRO 1-3 already refuse a step whose
+    gradient norm is not finite; stage 0 calls this step() directly and checks nothing.)"""
 
     skip_next_step = False
 
@@ -240,19 +241,42 @@ def frozen(module: nn.Module):
             p.requires_grad_(requires_grad)
 
 
-def _clone_if_partitioned(tensor):
-    # A ZeRO-3 parameter saved for backward is released (emptied) after its forward; the double
-    # backward of R1 would then read an empty tensor. A copy survives the release.
-    return tensor.clone() if hasattr(tensor, "ds_id") else tensor
+@contextlib.contextmanager
+def keep_gathered(module: nn.Module, stage: int):
+    """On ZeRO-3, keep all of module's parameters gathered from a forward to the end of its backward
+    (run engine.backward inside the block, engine.step after it); on stages 0-2 do nothing. Needed by
+    losses that differentiate twice (R1 through D, the path length through G) and by penalties on the
+    weights themselves (orthogonal, L2), which read parameters outside any module forward.
 
-
-def r1_forward_context(stage: int):
-    """Context for a forward whose graph is differentiated twice: R1 through D_engine.module, and the
-    path length through G (Greg). On ZeRO-3 it saves copies of partitioned parameters for the double
-    backward; on stages 0-2 it does nothing."""
+    Why: ZeRO-3 gathers a module's parameters for its forward and again, through hooks on the
+    module's outputs, for its backward, and releases them after each. The gradient that the second
+    backward sends along the graph built by the first (create_graph=True) reaches the parameters
+    through nodes that carry no such hooks, so it arrives at a released, empty parameter ("output
+    with shape [0] doesn't match the broadcast shape"). Inside this block the parameters are gathered
+    and marked in use by a sentinel submodule id, so ZeRO-3's hooks do not release them. FACTS.md's
+    pattern (a saved_tensors_hooks that clones saved ds parameters) is not enough for these networks,
+    where every parameter is partitioned: the failure is in the gradient accumulation, not in a
+    saved tensor. (ds_persist does not help either: before its trace is complete, ZeRO-3 releases
+    persistent parameters too.)
+    Call engine.step() after the block: the step updates the partitions, and leaving the block
+    drops the (then stale) gathered copies."""
     if stage != 3:
-        return contextlib.nullcontext()
-    return torch.autograd.graph.saved_tensors_hooks(_clone_if_partitioned, lambda tensor: tensor)
+        yield
+        return
+    params = list(module.parameters())
+    with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+        for p in params:
+            p.ds_active_sub_modules.add(_KEEP_GATHERED)
+        try:
+            yield
+        finally:
+            for p in params:
+                p.ds_active_sub_modules.discard(_KEEP_GATHERED)
+
+
+# ZeRO-3 releases a parameter only when no submodule is marked active on it (ds_active_sub_modules,
+# which GatheredParameters also checks on exit); this id, which no module has, pins the parameters.
+_KEEP_GATHERED = -1
 
 
 def gathered(module: nn.Module, stage: int, modifier_rank=None):
@@ -272,7 +296,8 @@ def _fp32_values(module: nn.Module, stage: int, precision: str):
         return
     for name, p in named:
         master = safe_get_full_fp32_param(p)
-        yield name, (p.detach().float() if master is None else master.reshape(p.ds_shape if hasattr(p, "ds_shape") else p.shape))
+        shape = p.ds_shape if hasattr(p, "ds_shape") else p.shape
+        yield name, (p.detach().float() if master is None else master.reshape(shape))
 
 
 @torch.no_grad()

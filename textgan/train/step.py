@@ -11,8 +11,8 @@ did fewer would shift every later boundary. The iteration fetches `accum` micro-
 
 How each network is called (FACTS.md): G phases run D as the raw module with its parameters frozen;
 Dmain runs D through the engine and G as the raw module (the objective wraps it in no_grad); Dreg
-runs the raw D module inside r1_forward_context for R1's double backward, and Greg runs G inside it
-for the path length's.
+runs the raw D module. Greg and Dreg (and the main phases when weight penalties are on) run forward
+and backward inside keep_gathered: ZeRO-3 keeps the network gathered for the double backward.
 
 Non-finite guard: every loss term and (through hooks) every gradient is checked; before the phase's
 last engine.step() the ranks agree with one all-reduce, and a bad phase is skipped on all of them
@@ -20,15 +20,15 @@ last engine.step() the ranks agree with one all-reduce, and a bad phase is skipp
 was skipped; after schedule.max_nonfinite_steps in a row, NonFiniteLossError names the terms.
 """
 
+import contextlib
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 
 import torch
 
+from textgan.nets import mix_styles
 from textgan.train.ema import ema_beta
-from textgan.train.engines import frozen, r1_forward_context, sync_buffers, update_ema
-
-PHASES = ("Gmain", "Greg", "Dmain", "Dreg")
+from textgan.train.engines import frozen, keep_gathered, sync_buffers, update_ema
 
 
 class NonFiniteLossError(RuntimeError):
@@ -46,6 +46,7 @@ class TrainState:
     pl_mean: float = 0.0
     nonfinite_in_a_row: int = 0
     nonfinite_total: int = 0
+    nonfinite_reason: str = ""  # what the last skipped iteration found (for the log)
 
     def state_dict(self) -> dict:
         return asdict(self)
@@ -70,10 +71,12 @@ def phases_due(cfg, objective, batch_idx: int) -> list:
 
 
 def _nonfinite_terms(out: dict) -> list:
-    bad = [k for k, v in out.items() if k.startswith("Loss/") and not bool(torch.isfinite(v).all())]
-    if not bad and not bool(torch.isfinite(out["total"]).all()):
-        bad = ["total"]
-    return bad
+    """Names of the non-finite loss terms (or "total"); one host sync when all are finite."""
+    checked = {k: v for k, v in out.items() if k.startswith("Loss/") or k == "total"}
+    if bool(torch.stack([v.detach().float().reshape(()) for v in checked.values()]).isfinite().all()):
+        return []
+    bad = [k for k, v in checked.items() if k != "total" and not bool(torch.isfinite(v).all())]
+    return bad or ["total"]
 
 
 class _Phase:
@@ -94,12 +97,15 @@ class _Phase:
         self.stats = defaultdict(list)
         self.watch.reset()
 
-    def backward_and_step(self, index: int, out: dict) -> None:
+    def backward(self, out: dict) -> None:
         self.bad_terms.update(_nonfinite_terms(out))
         for key, value in out.items():
             if key != "total":
                 self.stats[key].append(value.detach().float())
         self.engine.backward(out["total"])
+
+    def step(self, index: int) -> None:
+        """engine.step() on every micro-batch; on the last one the ranks first agree on skipping."""
         if index == self.accum - 1:
             self.skipped = self._agree_to_skip()
             self.opt.skip_next_step = self.skipped
@@ -132,17 +138,38 @@ def generator_fn(G_module, style_mixing_prob: float, update_w_avg: bool = False)
     mapping and synthesis are called one after the other rather than through G.forward: under ZeRO-3
     DeepSpeed passes every module's outputs through an autograd function, so the ws that G.forward
     returns is a copy, not the tensor synthesis consumed, and Greg's gradient w.r.t. it is undefined
-    ("appears to not have been used in the graph")."""
+    ("appears to not have been used in the graph").
+
+    Style mixing as in StyleGAN2-ADA: the second mapping runs on every call and a cutoff of num_ws
+    means "no mixing". G.style_mixing skips that mapping when it does not mix, a decision each rank
+    draws for itself; under ZeRO-3 every rank must run the same modules (each forward gathers its
+    parameters collectively), so ranks that disagree would hang or crash."""
     if not hasattr(G_module, "mapping"):
         return lambda z, c: G_module(z, c)
+    num_ws = G_module.num_ws
 
     def G_fn(z, c):
         ws = G_module.mapping(z, c, update_w_avg=update_w_avg)
         if style_mixing_prob > 0:
-            ws = G_module.style_mixing(ws, c, style_mixing_prob)
+            mix, cutoff = torch.rand([]), int(torch.randint(1, num_ws, []))
+            ws2 = G_module.mapping(torch.randn_like(z), c)
+            ws = mix_styles(ws, ws2, cutoff if mix < style_mixing_prob else num_ws)
         return G_module.synthesis(ws), ws
 
     return G_fn
+
+
+def _phase_context(name: str, engines, weight_penalties: bool) -> contextlib.ExitStack:
+    """What must hold around a phase's forward and backward (not its step): D frozen in the G
+    phases; on ZeRO-3 the network kept gathered where a loss differentiates twice or reads weights."""
+    stack = contextlib.ExitStack()
+    if name in ("Gmain", "Greg"):
+        stack.enter_context(frozen(engines.D.module))
+    if name == "Greg" or (name == "Gmain" and weight_penalties):
+        stack.enter_context(keep_gathered(engines.G.module, engines.G_stage))
+    if name == "Dreg" or (name == "Dmain" and weight_penalties):
+        stack.enter_context(keep_gathered(engines.D.module, engines.D_stage))
+    return stack
 
 
 def train_step(engines, objective, batch_iter, c_encoder, state: TrainState, cfg, runtime) -> dict:
@@ -163,6 +190,7 @@ def train_step(engines, objective, batch_iter, c_encoder, state: TrainState, cfg
     G_fn = generator_fn(G_module, mixing)
     G_fn_main = generator_fn(G_module, mixing, update_w_avg=True)  # w_avg follows Gmain's latents
 
+    penalties = cfg.loss.ortho_reg > 0 or cfg.loss.weight_decay > 0
     stats, reasons, skipped = {}, [], 0
     for name in phases_due(cfg, objective, state.batch_idx):
         # All latents of a phase in one draw: the same numbers whatever the accumulation split.
@@ -170,21 +198,19 @@ def train_step(engines, objective, batch_iter, c_encoder, state: TrainState, cfg
         phase = _Phase(name, engines, runtime)
         pl_mean_before = state.pl_mean
         for i, ((reals, c), z) in enumerate(zip(micro, zs)):
-            if name == "Gmain":
-                with frozen(D_module):
+            with _phase_context(name, engines, penalties):
+                if name == "Gmain":
                     out = objective.G_main(G_fn_main, D_module, z, c, G_module=G_module)
-            elif name == "Greg":
-                # Path length is a double backward like R1: the same ZeRO-3 context.
-                with frozen(D_module), r1_forward_context(engines.G_stage):
+                elif name == "Greg":
                     out, new_pl_mean = objective.G_reg(G_fn, z, c, state.pl_mean, cfg.schedule.G_reg_interval,
                                                        mean_fn=runtime.all_reduce_mean)
-                state.pl_mean = float(new_pl_mean.reshape(-1)[0])
-            elif name == "Dmain":
-                out = objective.D_main(G_fn, engines.D, reals, c, z, D_module=D_module)
-            else:
-                with r1_forward_context(engines.D_stage):
+                    state.pl_mean = float(new_pl_mean.reshape(-1)[0])
+                elif name == "Dmain":
+                    out = objective.D_main(G_fn, engines.D, reals, c, z, D_module=D_module)
+                else:
                     out = objective.D_reg(D_module, reals, c, interval=cfg.schedule.D_reg_interval)
-            phase.backward_and_step(i, out)
+                phase.backward(out)
+            phase.step(i)
         if phase.skipped:
             skipped += 1
             reasons.append(phase.reason)
@@ -211,10 +237,11 @@ def _count_nonfinite(state: TrainState, skipped: int, reasons: list, cfg) -> Non
         return
     state.nonfinite_in_a_row += 1
     state.nonfinite_total += 1
+    state.nonfinite_reason = "; ".join(reasons)
     limit = max(1, int(cfg.schedule.max_nonfinite_steps))
     if state.nonfinite_in_a_row >= limit:
         raise NonFiniteLossError(
-            f"non-finite {'; '.join(reasons)} for {state.nonfinite_in_a_row} iterations in a row "
+            f"non-finite {state.nonfinite_reason} for {state.nonfinite_in_a_row} iterations in a row "
             f"(schedule.max_nonfinite_steps={cfg.schedule.max_nonfinite_steps}) at cur_nimg={state.cur_nimg}; "
             "stopping. Those steps were skipped, so the weights and the newest checkpoint are the last good "
             "state. Lower optim.G_lr / optim.D_lr, set loss.grad_clip, or check the data."
