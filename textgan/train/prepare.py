@@ -43,6 +43,8 @@ def check_text_encoder(cfg) -> None:
     """Fail fast on a text encoder that cannot load, without loading it (that is the job's work)."""
     import open_clip
 
+    import textgan.encoders  # noqa: F401  (registers the architectures textgan ships)
+
     te = cfg.text_encoder
     known = open_clip.list_models()
     if te.model not in known:
