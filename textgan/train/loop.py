@@ -6,6 +6,7 @@ Every rank runs this function; only rank 0 writes stats, grids and logs. Checkpo
 collective (each rank saves its own RNG and loader position).
 """
 
+import json
 import os
 import time
 
@@ -82,6 +83,9 @@ def training_loop(cfg, runtime, run_dir: str, resume=None, init_from=None, argv=
     collector = StatsCollector(runtime.device)
     grid_captions = next(iter(eval_loader(cfg.data.shards, GRID_SIZE, num_workers=0)))["caption"]
     grid_z, grid_captions = fixed_grid_inputs(grid_captions, cfg.model.z_dim, GRID_SIZE, cfg.seed)
+    shapes_data = manifest.get("source") == "shapes"
+    metric_captions = alignment_captions(cfg.data.shards) if shapes_data and runtime.is_main else []
+    alignment = None
 
     def client_state() -> dict:
         state_out = {"state": state.state_dict(), "config_hash": config_hash(cfg, ignore=_RESUME_FREE_KEYS)}
@@ -127,6 +131,9 @@ def training_loop(cfg, runtime, run_dir: str, resume=None, init_from=None, argv=
             path = os.path.join(run_dir, f"fakes{state.cur_nimg // 1000:06d}.png")
             grid = save_grid(generate(engines.G_ema, text, grid_captions, grid_z), grid_captions, path, ncol=4)
             writer.add_image_grid("Samples/fakes", grid, state.cur_nimg / 1000)
+            if shapes_data:
+                alignment = measure_alignment(engines.G_ema, text, metric_captions, cfg, run_dir, writer, state)
+                log(f"shapes_alignment at kimg {state.cur_nimg / 1000:.1f}: {alignment}")
         if done or state.tick % cfg.schedule.network_snapshot_ticks == 0:
             save_checkpoint(ckpt_root, f"{state.cur_nimg // 1000:06d}", engines, client_state(),
                             cfg.schedule.keep_checkpoints, rank_state={"loader": loader.state_dict()})
@@ -134,8 +141,8 @@ def training_loop(cfg, runtime, run_dir: str, resume=None, init_from=None, argv=
 
     result = {"run_dir": run_dir, "kimg": state.cur_nimg / 1000, "checkpoints": ckpt_root,
               "tensorboard": run_dir, "samples": os.path.join(run_dir, "fakes*.png")}
-    if manifest.get("source") == "shapes" and runtime.is_main:
-        result["shapes_alignment"] = final_alignment(engines.G_ema, text, cfg, writer, state)
+    if alignment is not None:
+        result["shapes_alignment"] = alignment  # measured at the final snapshot
     writer.close()
     return result
 
@@ -155,21 +162,31 @@ def adjust_ada(augment: AugmentPipe, step_stats: dict, runtime, cfg) -> None:
     augment.adjust(float(runtime.all_reduce_mean(local).item()), cfg.schedule.batch_size * cfg.augment.ada_interval)
 
 
-def final_alignment(G_ema, text, cfg, writer, state, n: int = 256) -> dict:
-    """shapes_alignment of G_ema samples for captions of the shards: did the model learn the text?"""
-    from textgan.data.alignment import shapes_alignment
-
+def alignment_captions(shards: str, n: int = 256) -> list:
+    """A fixed caption pool (the first n of the shards in order) for the shapes-alignment metric."""
     captions = []
-    for batch in eval_loader(cfg.data.shards, 64, num_workers=0):
+    for batch in eval_loader(shards, 64, num_workers=0):
         captions += batch["caption"]
         if len(captions) >= n:
             break
-    captions = captions[:n]
+    return captions[:n]
+
+
+def measure_alignment(G_ema, text, captions, cfg, run_dir, writer, state) -> dict:
+    """shapes_alignment of G_ema samples for fixed captions and latents: did the model learn the
+    text? Appended to metric-shapes_alignment.jsonl and TensorBoard (Metrics/shapes_alignment/*)."""
+    from textgan.data.alignment import shapes_alignment
+
     z = torch.randn([len(captions), cfg.model.z_dim], generator=torch.Generator().manual_seed(cfg.seed + 1))
     images = torch.cat([generate(G_ema, text, captions[i:i + 64], z[i:i + 64]) for i in range(0, len(captions), 64)])
-    score = shapes_alignment(images, captions)
-    writer.add_text("Metrics/shapes_alignment", str(score), state.cur_nimg / 1000)
-    return {k: round(v, 4) if isinstance(v, float) else v for k, v in score.items()}
+    score = {k: round(v, 4) if isinstance(v, float) else v for k, v in shapes_alignment(images, captions).items()}
+    kimg = state.cur_nimg / 1000
+    with open(os.path.join(run_dir, "metric-shapes_alignment.jsonl"), "a") as f:
+        f.write(json.dumps({"tick": state.tick, "kimg": kimg, "results": score}) + "\n")
+    for key, value in score.items():
+        if key != "n" and value is not None:
+            writer.add_scalar(f"Metrics/shapes_alignment/{key}", value, kimg)
+    return score
 
 
 def _peak_memory_gb(device) -> float:

@@ -243,6 +243,12 @@ class StatsWriter:
             self._tb.add_image(name, image, global_step=_nimg(kimg), dataformats="CHW")
         self._tb.flush()
 
+    def add_scalar(self, name: str, value: float, kimg: float) -> None:
+        """A value outside the per-tick stats (e.g. a metric measured at snapshots)."""
+        if self._tb is not None:
+            self._tb.add_scalar(name, float(value), global_step=_nimg(kimg))
+            self._tb.flush()
+
     def add_text(self, name: str, text: str, kimg: float) -> None:
         if self._tb is not None:
             self._tb.add_text(name, text, global_step=_nimg(kimg))
