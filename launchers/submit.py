@@ -100,7 +100,9 @@ def wait_and_report(job) -> int:
         time.sleep(1.0)
     _print_new(job.paths.stdout, shown)
     try:
-        summary = job.result()
+        # results(): one entry per task (rank); job.result() refuses jobs with several tasks.
+        # Rank 0's summary is the one to report; results() raises if any rank failed.
+        summary = job.results()[0]
     except Exception as e:  # the job's traceback is in its log; repeat the essence here
         print(f"\ntraining failed: {e}\n  full log: {job.paths.stderr}", file=sys.stderr)
         return 1

@@ -7,6 +7,7 @@ import os
 import open_clip
 import pytest
 
+import textgan.encoders  # noqa: F401  (registers textgan's built-in open_clip configs, e.g. textgan-demo-clip)
 from textgan.config import check_world, load_config, to_yaml
 from textgan.errors import UsageError
 
@@ -158,3 +159,20 @@ def test_invalid_yaml_reports_the_line(tmp_path):
     path = write(tmp_path, "model:\n  size: 0.5\n   arch: [\n")
     message = usage_error(path, REQUIRED)
     assert path in message and "not valid YAML" in message and "line 3" in message
+
+
+@pytest.mark.parametrize("overrides,named", [
+    ([], ["'loss.pl_weight'", "'loss.style_mixing_prob'"]),  # the defaults are for StyleGAN2
+    (["loss.pl_weight=0"], ["'loss.style_mixing_prob'"]),
+    (["loss.style_mixing_prob=0"], ["'loss.pl_weight'"]),
+])
+def test_cgan_refuses_the_style_terms_and_names_them(overrides, named):
+    message = usage_error(None, REQUIRED + ["model.arch=cgan"] + overrides)
+    assert all(key in message for key in named) and "cgan" in message
+    unnamed = {"'loss.pl_weight'", "'loss.style_mixing_prob'"} - set(named)
+    assert not any(key in message for key in unnamed)
+
+
+def test_cgan_without_the_style_terms_is_valid():
+    cfg = load_config(None, REQUIRED + ["model.arch=cgan", "loss.pl_weight=0", "loss.style_mixing_prob=0"])
+    assert cfg.model.arch == "cgan"

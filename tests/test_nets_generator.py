@@ -203,3 +203,45 @@ def test_path_length_double_backward_through_synthesis():
         assert p.grad is None or torch.isfinite(p.grad).all(), name
     assert G.synthesis.blocks[1].conv0.conv.weight.grad.abs().sum() > 0
     assert G.mapping.layers[0].weight.grad.abs().sum() > 0
+
+
+def test_style_mixing_runs_the_second_mapping_even_when_it_does_not_mix(G):
+    # Under ZeRO-3 every rank must run the same modules: the draw "mix or not" differs between ranks,
+    # so the second mapping has to run either way (StyleGAN2-ADA does the same).
+    z, c = _inputs(2)
+    ws = G.mapping(z, c)
+    calls = []
+    handle = G.mapping.register_forward_hook(lambda module, args, out: calls.append(args[0].shape))
+    try:
+        kept = G.style_mixing(ws, c, prob=1e-12, generator=torch.Generator().manual_seed(3))
+        assert calls == [torch.Size([2, Z])]  # ran, on fresh latents of the batch's size
+        torch.testing.assert_close(kept, ws)  # but kept every style of ws
+        calls.clear()
+        with torch.no_grad():
+            G(z, c, style_mixing_prob=1e-12)
+        assert len(calls) == 2
+        calls.clear()
+        G.style_mixing(ws, c, prob=0.0)  # a setting (the same on every rank): no second mapping
+        assert calls == []
+    finally:
+        handle.remove()
+
+
+def test_w_avg_update_with_bf16_parameters_and_an_fp32_buffer():
+    # What DeepSpeed's bf16 mode leaves behind: parameters cast to bf16, buffers (w_avg) still fp32.
+    torch.manual_seed(0)
+    G = tiny_generator(w_avg_beta=0.9)
+    for p in G.parameters():
+        p.data = p.data.to(torch.bfloat16)
+    assert G.mapping.w_avg.dtype == torch.float32
+    z, c = (t.to(torch.bfloat16) for t in _inputs(4))
+    with torch.no_grad():
+        img, ws = G(z, c, update_w_avg=True, noise_mode="const", return_ws=True)
+        truncated = G(z, c, psi=0.5, noise_mode="const")  # lerp toward the fp32 w_avg works too
+    assert img.dtype == ws.dtype == truncated.dtype == torch.bfloat16
+    assert torch.isfinite(img).all() and torch.isfinite(truncated).all()
+    w_avg = G.mapping.w_avg
+    assert w_avg.dtype == torch.float32 and torch.isfinite(w_avg).all()
+    # From zero: w_avg = (1 - beta) * batch mean of w, the mean taken in fp32.
+    torch.testing.assert_close(w_avg, 0.1 * ws[:, 0].float().mean(dim=0))
+    assert w_avg.abs().sum() > 0

@@ -212,6 +212,16 @@ def validate(cfg) -> None:
         )
     if sched.total_kimg <= 0 or sched.kimg_per_tick <= 0:
         raise UsageError("config keys 'schedule.total_kimg' and 'schedule.kimg_per_tick' must be > 0")
+    if cfg.model.arch == "cgan":
+        # The DCGAN baseline maps (z, c) straight to an image: it has no styles (ws) to mix or to
+        # measure a path length on, so these terms cannot apply; refuse rather than ignore them.
+        styled = [f"loss.{k}" for k in ("pl_weight", "style_mixing_prob") if getattr(cfg.loss, k) != 0]
+        if styled:
+            raise UsageError(
+                f"config key(s) {', '.join(repr(k) for k in styled)} must be 0 with model.arch=cgan "
+                "(the cgan generator has no styles); set them to 0, e.g. --set loss.pl_weight=0 "
+                "--set loss.style_mixing_prob=0"
+            )
     if len(cfg.optim.betas) != 2:
         raise UsageError(f"config key 'optim.betas' must be two floats, got {list(cfg.optim.betas)}")
 

@@ -57,3 +57,14 @@ def build_networks(
     G = g_cls(z_dim=z_dim, c_dim=c_dim, **common, **(generator_kwargs or {}))
     D = d_cls(c_dim=c_dim, **common, **(discriminator_kwargs or {}))
     return G, D
+
+
+def build_networks_from_config(cfg, c_dim: int):
+    """(G, D) for a training config (its `model` section and data.resolution) and a text-embedding
+    size: the one place that maps config keys to network arguments, shared by training and export."""
+    m = cfg.model
+    G_kwargs = {"w_dim": m.w_dim, "mapping_layers": m.mapping_layers} if m.arch == "stylegan2" else {}
+    D_kwargs = {"mbstd_group_size": m.mbstd_group_size} if m.arch == "stylegan2" else {}
+    return build_networks(m.arch, z_dim=m.z_dim, c_dim=c_dim, img_resolution=cfg.data.resolution, size=m.size,
+                          channel_base=m.channel_base, channel_max=m.channel_max,
+                          generator_kwargs=G_kwargs, discriminator_kwargs=D_kwargs)

@@ -67,12 +67,15 @@ class MappingNetwork(nn.Module):
         for layer in self.layers:
             x = layer(x)
         if update_w_avg:
+            # In fp32 whatever the parameters' dtype: DeepSpeed's bf16/fp16 casts parameters but not
+            # buffers (w_avg stays fp32), and a beta of 0.995 needs more precision than bf16 has.
             with torch.no_grad():
-                self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+                batch_mean = x.detach().float().mean(dim=0)
+                self.w_avg.copy_(batch_mean.lerp(self.w_avg.float(), self.w_avg_beta))
         ws = x.unsqueeze(1).expand(-1, self.num_ws, -1)
         if psi != 1:
             centre = self.w_avg if w_avg is None else w_avg
-            centre = centre.reshape(-1, 1, self.w_dim)
+            centre = centre.to(ws.dtype).reshape(-1, 1, self.w_dim)
             cut = self.num_ws if truncation_cutoff is None else truncation_cutoff
             ws = torch.cat([centre.lerp(ws[:, :cut], psi), ws[:, cut:]], dim=1)
         return ws
@@ -199,13 +202,20 @@ class Generator(nn.Module):
         """With probability `prob`, give the layers from a random cutoff (uniform in [1, num_ws)) on
         the ws of fresh latents for the same texts; one draw per batch, as in StyleGAN2-ADA. Trains
         the layers not to rely on neighbouring styles coming from the same latent. The fresh ws are not
-        truncated: mixing is a training-time regularizer, and training samples with psi = 1."""
-        device = ws.device
-        if torch.rand([], generator=generator, device=device) >= prob:
+        truncated: mixing is a training-time regularizer, and training samples with psi = 1.
+
+        With prob > 0 the second mapping runs on every call, mixing or not (a cutoff of num_ws keeps
+        all of ws), as in StyleGAN2-ADA: the draw differs between ranks, and under ZeRO-3 every rank
+        must run the same modules (each forward gathers its parameters collectively). prob <= 0 is a
+        setting, the same on every rank, and skips the mapping."""
+        if prob <= 0:
             return ws
+        device = ws.device
+        mix = torch.rand([], generator=generator, device=device) < prob
         cutoff = int(torch.randint(1, self.num_ws, [], generator=generator, device=device))
         z2 = torch.randn([ws.shape[0], self.z_dim], generator=generator, device=device, dtype=ws.dtype)
-        return mix_styles(ws, self.mapping(z2, c), cutoff)
+        ws2 = self.mapping(z2, c)
+        return mix_styles(ws, ws2, cutoff if bool(mix) else self.num_ws)
 
     def conditional_w_avg(self, c, num_samples=2048, seed=0):
         """Average w for each text (see MappingNetwork.conditional_w_avg); pass it as `w_avg` with

@@ -34,7 +34,6 @@ import time
 import numpy as np
 import torch
 
-from textgan.train.engines import full_state_dict
 
 COMPLETE = "COMPLETE"
 LATEST = "latest"
@@ -195,6 +194,8 @@ def save_checkpoint(ckpt_root: str, tag: str, engines, client_state: dict, keep:
         shutil.rmtree(tmp, ignore_errors=True)  # a crashed earlier attempt at this tag
         os.makedirs(tmp)
     runtime.barrier()
+
+    from textgan.train.engines import full_state_dict  # here: load_weights must not import deepspeed
 
     engines.G.save_checkpoint(os.path.join(tmp, "G"), tag=tag)
     engines.D.save_checkpoint(os.path.join(tmp, "D"), tag=tag)

@@ -17,7 +17,7 @@ from textgan.augment import build_augment
 from textgan.data.loader import eval_loader, train_loader
 from textgan.data.manifest import load_manifest
 from textgan.losses.objective import GANObjective
-from textgan.nets import build_networks
+from textgan.nets import build_networks_from_config as build_nets
 from textgan.train.checkpoint import find_latest, load_checkpoint, load_weights, save_checkpoint
 from textgan.train.engines import build_engines
 from textgan.train.grids import fixed_grid_inputs, save_grid
@@ -28,15 +28,6 @@ from textgan.train.step import TrainState, train_step
 from textgan.train.text import TextConditioner
 
 GRID_SIZE = 16
-
-
-def build_nets(cfg, c_dim: int):
-    m = cfg.model
-    G_kwargs = {"w_dim": m.w_dim, "mapping_layers": m.mapping_layers} if m.arch == "stylegan2" else {}
-    D_kwargs = {"mbstd_group_size": m.mbstd_group_size} if m.arch == "stylegan2" else {}
-    return build_networks(m.arch, z_dim=m.z_dim, c_dim=c_dim, img_resolution=cfg.data.resolution, size=m.size,
-                          channel_base=m.channel_base, channel_max=m.channel_max,
-                          generator_kwargs=G_kwargs, discriminator_kwargs=D_kwargs)
 
 
 @torch.no_grad()

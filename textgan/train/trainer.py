@@ -32,8 +32,31 @@ class Trainer:
 
         runtime = Runtime.from_env()
         runtime.init_distributed()
-        return training_loop(self.config(), runtime, self.run_dir, resume=self.resume,
-                             init_from=self.init_from, argv=self.argv)
+        finished = False
+        try:
+            result = training_loop(self.config(), runtime, self.run_dir, resume=self.resume,
+                                   init_from=self.init_from, argv=self.argv)
+            finished = True
+            return result
+        finally:
+            # Tear the process group down on every rank: a gloo group left to the interpreter's exit
+            # can abort one rank while another is still leaving, and the job then fails although
+            # training finished. After a failure, skip shutdown's barrier (the other ranks may be
+            # stuck in a different collective, or gone) and let the original error surface.
+            if finished:
+                runtime.shutdown()
+            else:
+                _destroy_process_group_quietly()
+
+
+def _destroy_process_group_quietly() -> None:
+    import torch.distributed as dist
+
+    try:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    except Exception:  # best effort while an exception is already on its way out
+        pass
 
 
 def _export_submitit_rank_env() -> None:
