@@ -101,6 +101,10 @@ class DistConfig:
     zero_stage_D: int = 2
     precision: str = "fp32"  # fp32 | bf16 | fp16
     backend: Optional[str] = None  # None: nccl on GPU, gloo on CPU
+    # torch threads per rank; None: this node's cores / ranks on it (>= 1). torch's default (all
+    # cores in every process) oversubscribes a CPU node with several ranks. Loader workers are not
+    # subtracted: measured on 2 idle cores, 1 rank + 1 worker runs 1.6x faster with 2 threads than 1.
+    num_threads: Optional[int] = None
 
 
 @dataclass

@@ -37,8 +37,17 @@ def generate(G_ema, text: TextConditioner, captions, z) -> torch.Tensor:
     return out.clamp(-1, 1).float().cpu()
 
 
+def threads_per_rank(cfg, runtime) -> int:
+    """cfg.dist.num_threads, or this node's cores shared among its ranks."""
+    if cfg.dist.num_threads:
+        return cfg.dist.num_threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // runtime.local_world_size)
+
+
 def training_loop(cfg, runtime, run_dir: str, resume=None, init_from=None, argv=()) -> dict:
     log = print if runtime.is_main else (lambda *a, **k: None)
+    torch.set_num_threads(threads_per_rank(cfg, runtime))
     runtime.seed_everything(cfg.seed)
     manifest = load_manifest(cfg.data.shards)
     text = TextConditioner(cfg.text_encoder, manifest, runtime.device)
