@@ -133,7 +133,7 @@ def test_run_dir_holds_config_code_version_command_host_and_seed(tmp_path):
         assert info["code"]["git_dirty"] == bool(info["code"]["git_dirty_files"])
     assert info["versions"]["torch"].split("+")[0] == torch.__version__.split("+")[0]
     # the demo's random text encoder is recorded loudly, next to the caller's warnings
-    assert any("RANDOM weights" in w and "ViT-S-32-alt" in w for w in info["warnings"])
+    assert any("RANDOM weights" in w and cfg.text_encoder.model in w for w in info["warnings"])
     assert "custom warning" in info["warnings"]
     assert not any(name.endswith(".tmp") or ".tmp" in name for name in os.listdir(run_dir))
 
