@@ -108,6 +108,8 @@ def test_dry_run_prints_the_resolved_config_and_submits_nothing(tmp_path, shards
     ("data.resolution=32", "built at 16 px"),
     ("schedule.batch_gpu=3", "multiple of"),
     ("text_encoder.random_weights=false", "text_encoder.pretrained"),
+    ("text_encoder.model=ViT-B-99", "not an open_clip model"),
+    ("text_encoder.pretrained=/nonexistent/clip.pt", "does not exist"),
 ])
 def test_invalid_requests_exit_2_before_any_run_directory_exists(tmp_path, shards, override, message):
     proc = submit("--set", override, outdir=tmp_path, shards=shards, total_kimg=1)
