@@ -49,6 +49,8 @@ def test_demo_recipe_needs_no_download_and_builds_its_data():
     assert cfg.text_encoder.random_weights is True and cfg.text_encoder.pretrained is None
     assert cfg.data.build_shapes_if_missing > 0 and cfg.data.resolution == 32
     assert cfg.dist.precision == "fp32" and cfg.augment.kind == "none"
+    # the pair that learns the text within the CPU budget (BENCHMARKS.md, "demo learning")
+    assert cfg.model.arch == "cgan" and cfg.loss.matching_aware > 0
 
 
 @pytest.mark.parametrize("res,size", [(64, 0.5), (128, 0.8), (256, 1.0)])

@@ -17,8 +17,10 @@ from textgan.train.stats import is_deterministic_key
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUBMIT = os.path.join(ROOT, "launchers", "submit.py")
 
+# StyleGAN2, the architecture of the real recipes (the demo recipe itself uses the cgan baseline;
+# tests/test_train_multirank.py runs that one).
 TINY = [
-    "data.resolution=16", "data.build_shapes_if_missing=0", "data.num_workers=0",
+    "model.arch=stylegan2", "data.resolution=16", "data.build_shapes_if_missing=0", "data.num_workers=0",
     "model.channel_base=512", "model.channel_max=32", "model.z_dim=16", "model.w_dim=16", "model.mapping_layers=1",
     "schedule.batch_size=8", "schedule.batch_gpu=4", "schedule.kimg_per_tick=0.016",
     "schedule.D_reg_interval=2", "schedule.image_snapshot_ticks=1", "schedule.network_snapshot_ticks=1",

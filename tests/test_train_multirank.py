@@ -29,7 +29,8 @@ def processes_mentioning(text: str) -> list:
 @pytest.mark.slow
 @pytest.mark.multiproc
 def test_two_ranks_zero2_train_checkpoint_and_exit_cleanly(tmp_path, shards):  # noqa: F811
-    zero2 = ["--set", "dist.zero_stage_G=2", "--set", "dist.zero_stage_D=2"]
+    # The demo's own architecture (cgan with the matching-aware term), here on two ranks.
+    zero2 = ["--set", "dist.zero_stage_G=2", "--set", "dist.zero_stage_D=2", "--set", "model.arch=cgan"]
     proc = submit("--tasks-per-node", "2", *zero2, outdir=tmp_path, shards=shards, total_kimg=0.032)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run_dir = tmp_path / "00000-demo"
