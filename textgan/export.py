@@ -23,12 +23,14 @@ imports nothing beyond torch, omegaconf and textgan.nets.
 """
 
 import argparse
+import io
 import os
 import sys
 
 import torch
 from omegaconf import OmegaConf
 
+from textgan.atomic import write_bytes_atomic
 from textgan.config import TrainConfig, validate
 from textgan.errors import UsageError
 from textgan.nets import build_networks_from_config as build_nets
@@ -82,7 +84,7 @@ def find_checkpoint(path: str):
     if not os.path.isdir(path):
         raise UsageError(f"{path} is a file; give a run directory, its checkpoints/ directory or one "
                          "checkpoint directory")
-    from textgan.train.checkpoint import COMPLETE, complete_checkpoints, find_latest  # imports DeepSpeed
+    from textgan.train.checkpoint import COMPLETE, complete_checkpoints, find_latest
 
     path = os.path.abspath(path)
     if os.path.isfile(os.path.join(path, COMPLETE)):
@@ -142,9 +144,9 @@ def export_generator(path: str, out: str) -> dict:
     out_dir = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(out_dir):
         raise UsageError(f"--out {out}: directory {out_dir} does not exist")
-    tmp = f"{out}.tmp{os.getpid()}"
-    torch.save({**record, "G_ema": G_state}, tmp)
-    os.replace(tmp, out)  # a reader never sees half a file
+    buffer = io.BytesIO()
+    torch.save({**record, "G_ema": G_state}, buffer)
+    write_bytes_atomic(out, buffer.getvalue(), tmp=f"{out}.tmp{os.getpid()}")
     return record
 
 

@@ -10,6 +10,7 @@ import json
 import os
 import re
 
+from textgan.atomic import fsync_dir, write_bytes_atomic  # noqa: F401  (re-exported for the builder)
 from textgan.data import format as fmt
 from textgan.errors import UsageError
 
@@ -53,38 +54,6 @@ def dumps(obj) -> bytes:
     return (json.dumps(obj, sort_keys=True, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def fsync_dir(path: str) -> None:
-    """Make a rename in `path` durable (a crash right after must not undo it)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems refuse fsync on directories; the rename is still atomic
-    finally:
-        os.close(fd)
-
-
-def write_bytes_atomic(path: str, data: bytes, tmp: str | None = None) -> None:
-    """Write `data` to `path` so that the path holds either the old or the complete new content
-    (via `tmp`, by default path + ".tmp"; removed again on any error)."""
-    tmp = tmp or path + fmt.TMP_SUFFIX
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        _remove_quietly(tmp)
-        if isinstance(e, OSError) and e.filename is None:
-            e.filename = tmp
-        raise
-    fsync_dir(os.path.dirname(path) or ".")
-
-
 def write_json_atomic(path: str, obj) -> None:
     write_bytes_atomic(path, dumps(obj))
 
@@ -92,13 +61,6 @@ def write_json_atomic(path: str, obj) -> None:
 def read_json(path: str):
     with open(path, "rb") as f:
         return json.loads(f.read().decode("utf-8"))
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.remove(path)
-    except OSError:
-        pass
 
 
 def load_manifest(out_dir: str) -> dict:

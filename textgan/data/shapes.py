@@ -23,6 +23,7 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw
 
+from textgan.atomic import write_bytes_atomic
 from textgan.data.records import Record
 from textgan.data.shapes_captions import POSITIONS, RELATIONS, SIZES, scene_captions
 
@@ -265,6 +266,4 @@ def write_coco_layout(root: str, n: int, seed: int = 0, split: str = "train", si
         "annotations": annotations,
     }
     path = os.path.join(annotation_dir, f"captions_{split}2014.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(coco, f)
-    os.replace(path + ".tmp", path)  # a reader never sees half a file
+    write_bytes_atomic(path, json.dumps(coco).encode("utf-8"))

@@ -15,7 +15,6 @@ All ops are plain conv2d / linear / leaky_relu / sqrt, so R1 by double backward 
 
 import math
 
-import torch
 from torch import nn
 
 from .layers import (

@@ -34,6 +34,8 @@ import time
 import numpy as np
 import torch
 
+from textgan.atomic import write_text_atomic
+
 
 COMPLETE = "COMPLETE"
 LATEST = "latest"
@@ -140,15 +142,6 @@ def _fsync_tree(path: str) -> None:
                 os.close(fd)
 
 
-def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _remove_incomplete_and_old(ckpt_root: str, keep: int) -> None:
     complete = complete_checkpoints(ckpt_root)
     keep_paths = {path for _, path in complete[-keep:]}
@@ -195,7 +188,9 @@ def save_checkpoint(ckpt_root: str, tag: str, engines, client_state: dict, keep:
         os.makedirs(tmp)
     runtime.barrier()
 
-    from textgan.train.engines import full_state_dict  # here: load_weights must not import deepspeed
+    from textgan.train.engines import (
+        full_state_dict,  # here: load_weights must not import deepspeed
+    )
 
     engines.G.save_checkpoint(os.path.join(tmp, "G"), tag=tag)
     engines.D.save_checkpoint(os.path.join(tmp, "D"), tag=tag)
@@ -220,11 +215,11 @@ def save_checkpoint(ckpt_root: str, tag: str, engines, client_state: dict, keep:
             "world_size": runtime.world_size, "G_stage": engines.G_stage, "D_stage": engines.D_stage,
             "precision": engines.precision, "saved_at": time.time(),
         }
-        _write_atomic(os.path.join(tmp, COMPLETE), json.dumps(marker, indent=1))
+        write_text_atomic(os.path.join(tmp, COMPLETE), json.dumps(marker, indent=1))
         if os.path.exists(final):  # the same tag again (e.g. a resumed run reaching it): replace it
             os.rename(final, os.path.join(ckpt_root, f"{TRASH_PREFIX}{tag}-{time.time_ns()}"))
         os.rename(tmp, final)
-        _write_atomic(os.path.join(ckpt_root, LATEST), tag)
+        write_text_atomic(os.path.join(ckpt_root, LATEST), tag)
         _remove_incomplete_and_old(ckpt_root, keep)
     runtime.barrier()
     return final

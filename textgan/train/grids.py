@@ -6,6 +6,7 @@ Image cells hold the generator's pixels exactly (only converted to uint8, and en
 integer factor with nearest neighbour so that 32-px samples leave room for a readable caption).
 """
 
+import io
 import math
 import os
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+
+from textgan.atomic import write_bytes_atomic
 
 MIN_CELL_WIDTH = 128  # enough for ~20 characters per caption line at FONT_SIZE
 FONT_SIZE = 10
@@ -146,9 +149,9 @@ def save_grid(images, captions: Optional[Sequence[str]], path: str, ncol: int,
     """Write the grid to `path` as PNG (atomically: a viewer never sees half a file) and return it
     as uint8 [H, W, 3] for StatsWriter.add_image_grid."""
     grid, _ = render_grid(images, captions, ncol, zoom)
-    tmp = f"{path}.tmp{os.getpid()}.png"
-    Image.fromarray(grid).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    png = io.BytesIO()
+    Image.fromarray(grid).save(png, format="PNG")
+    write_bytes_atomic(path, png.getvalue(), tmp=f"{path}.tmp{os.getpid()}")
     return grid
 
 

@@ -25,6 +25,7 @@ from typing import Iterable, Optional, Sequence
 from omegaconf import OmegaConf
 
 import textgan
+from textgan.atomic import write_text_atomic
 
 RUN_ID_DIGITS = 5
 CONFIG_FILE = "config.yaml"
@@ -148,15 +149,6 @@ def library_versions() -> dict:
     return versions
 
 
-def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def run_warnings(cfg) -> list:
     """Warnings implied by the config itself, recorded in run.json so nobody mistakes the run."""
     found = []
@@ -182,7 +174,7 @@ def write_run_info(
     argv: the command line (default sys.argv). warnings: messages to record besides those the config
     implies (run_warnings). extra: more JSON-serializable fields (e.g. world size, resumed_from).
     Both files are written atomically, so a reader never sees half a file."""
-    _write_atomic(os.path.join(run_dir, CONFIG_FILE), _resolved_yaml(cfg))
+    write_text_atomic(os.path.join(run_dir, CONFIG_FILE), _resolved_yaml(cfg))
     info = {
         "command": list(sys.argv if argv is None else argv),
         "cwd": os.getcwd(),
@@ -195,5 +187,5 @@ def write_run_info(
         "warnings": run_warnings(cfg) + list(warnings),
         **(extra or {}),
     }
-    _write_atomic(os.path.join(run_dir, RUN_INFO_FILE), json.dumps(info, indent=2) + "\n")
+    write_text_atomic(os.path.join(run_dir, RUN_INFO_FILE), json.dumps(info, indent=2) + "\n")
     return info

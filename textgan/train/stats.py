@@ -23,6 +23,8 @@ from typing import Callable, Dict, Optional
 import numpy as np
 import torch
 
+from textgan.atomic import write_text_atomic
+
 STATS_FILE = "stats.jsonl"
 TIMING_PREFIXES = ("Timing/", "Resources/")
 PROGRESS_TICK = "Progress/tick"
@@ -147,12 +149,7 @@ def truncate_stats(path: str, resume_kimg: float) -> int:
             if _nimg(kimg) > limit:
                 break
             kept.append(line if line.endswith("\n") else line + "\n")
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(kept)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(kept))
     return len(kept)
 
 
@@ -197,7 +194,9 @@ class StatsWriter:
             truncate_stats(self.path, resume_kimg)
         self._jsonl = open(self.path, "a", encoding="utf-8")
         if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: main rank only
+            from torch.utils.tensorboard import (
+                SummaryWriter,  # imports tensorboard: main rank only
+            )
 
             purge_step = None if resume_kimg is None else _nimg(resume_kimg) + 1
             self._tb = SummaryWriter(log_dir=run_dir, purge_step=purge_step)
