@@ -4,7 +4,6 @@ Both produce float tensors in [-1, 1]; the loader also reads tars, parses json, 
 captions and collates batches, using 2 DataLoader worker processes.
 """
 
-import io
 import itertools
 import os
 import shutil

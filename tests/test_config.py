@@ -12,7 +12,8 @@ from textgan.config import check_world, load_config, to_yaml
 from textgan.errors import UsageError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RECIPES = sorted(glob.glob(os.path.join(REPO, "configs", "*.yaml")))
+RECIPES = sorted(glob.glob(os.path.join(REPO, "configs", "*.yaml")) +
+                 glob.glob(os.path.join(REPO, "configs", "research", "*.yaml")))
 REQUIRED = ["data.shards=shards/x", "data.resolution=32"]
 
 
@@ -33,7 +34,7 @@ def test_the_product_recipes_exist():
     assert {"demo.yaml", "coco64.yaml", "coco128.yaml", "coco256.yaml"} <= names
 
 
-@pytest.mark.parametrize("path", RECIPES, ids=os.path.basename)
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: os.path.relpath(p, os.path.join(REPO, "configs")))
 def test_every_recipe_is_valid_and_runs_on_one_and_two_ranks(path):
     cfg = load_config(path)
     # the text encoder must be one open_clip knows (checked offline: no weights are loaded)
@@ -178,3 +179,32 @@ def test_cgan_refuses_the_style_terms_and_names_them(overrides, named):
 def test_cgan_without_the_style_terms_is_valid():
     cfg = load_config(None, REQUIRED + ["model.arch=cgan", "loss.pl_weight=0", "loss.style_mixing_prob=0"])
     assert cfg.model.arch == "cgan"
+
+
+def test_a_recipe_starts_from_its_base_and_changes_only_what_it_sets(tmp_path):
+    write(tmp_path, "data:\n  shards: s\n  resolution: 64\nseed: 3\nschedule:\n  total_kimg: 10\n", "root.yaml")
+    write(tmp_path, "base: root.yaml\nseed: 4\n", "mid.yaml")
+    os.makedirs(tmp_path / "sub")
+    leaf = write(tmp_path, "base: ../mid.yaml\nschedule:\n  total_kimg: 20\n", "sub/leaf.yaml")
+    cfg = load_config(leaf, ["data.resolution=32"])
+    assert (cfg.seed, cfg.schedule.total_kimg, cfg.data.shards, cfg.data.resolution) == (4, 20, "s", 32)
+
+
+def test_the_research_variants_differ_only_in_their_study(tmp_path):
+    research = os.path.join(REPO, "configs", "research")
+    sym, asym = (load_config(os.path.join(research, f"{n}.yaml")) for n in ("symmetric", "asymmetric"))
+    assert sym.contrastive.symmetric and not asym.contrastive.symmetric
+    asym.contrastive.symmetric, asym.desc = True, sym.desc
+    assert to_yaml(asym) == to_yaml(sym)
+    pre, fly = (load_config(os.path.join(research, f"{n}.yaml")) for n in ("modified1_precomputed", "modified1"))
+    assert (pre.contrastive.precomputed, fly.contrastive.precomputed) == ("require", "never")
+    assert load_config(os.path.join(research, "base.yaml")).contrastive.C_it == 0
+
+
+def test_base_loops_and_missing_bases_are_named(tmp_path):
+    a = write(tmp_path, "base: b.yaml\n", "a.yaml")
+    write(tmp_path, "base: a.yaml\n", "b.yaml")
+    assert "loop" in usage_error(a) and "a.yaml -> " in usage_error(a)
+    c = write(tmp_path, "base: nowhere.yaml\n", "c.yaml")
+    message = usage_error(c)
+    assert "nowhere.yaml does not exist" in message and "named as `base` in" in message

@@ -8,10 +8,11 @@ Vocabulary follows StyleGAN: kimg, tick, snapshot, batch_size (global), batch_gp
 """
 
 import difflib
+import os
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from textgan.errors import UsageError
@@ -58,6 +59,32 @@ class LossConfig:
     ortho_reg: float = 0.0  # BigGAN orthogonal regularization of G's weights
     weight_decay: float = 0.0  # L2 on both networks' weights
     grad_clip: Optional[float] = None  # max global grad norm per engine
+
+
+@dataclass
+class ContrastiveConfig:
+    """The contrastive losses (textgan.losses.contrastive_terms). Each term's weight follows the
+    research's scheme: w_s^it = S_s C_it, w_s^it' = S_s C_it h, w_s^ii = S_s C_ii, w_s^ii' = S_s C_ii h
+    for the structures s in {D, clip, perceptual} (perceptual: image-image only).
+    C_it = C_ii = 0 (the default) is exactly the base model and computes nothing extra."""
+
+    C_it: float = 0.0  # image-text parameter (tuning range 0.5-5)
+    C_ii: float = 0.0  # image-image parameter (tuning range 0.5-5)
+    h: float = 0.0  # heterologous parameter (tuning range 0.1-2); 0: homologous pairs only
+    S_D: float = 1.0  # structure weights, default ratio D : CLIP : ResNet/VGG = 1 : 2 : 1
+    S_clip: float = 2.0
+    S_perceptual: float = 1.0
+    symmetric: bool = True  # InfoNCE both ways (averaged) or image->text / generated->real only
+    positives: str = "pair"  # pair: only the exact pair | image: every caption of the same image
+    temperature: float = 0.1  # logits = cosine similarity / temperature
+    learnable_temperature: bool = False  # learned with D's heads (the D structure)
+    gather: bool = True  # negatives from the global batch (all ranks), not just this rank's
+    head_dim: int = 256  # D's projection heads
+    text_noise: float = 0.0  # Gaussian noise on G's text embedding (relative to its norm)
+    perceptual: Optional[str] = None  # resnet18 | resnet50 | vgg16: the ResNet/VGG structure's net
+    perceptual_weights: Optional[str] = None  # local torchvision state-dict file
+    perceptual_random_weights: bool = False  # tests and the tiny demo only: features carry no meaning
+    precomputed: str = "auto"  # real-image features from the shards: auto | require | never
 
 
 @dataclass
@@ -113,6 +140,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -129,6 +157,8 @@ CHOICES = {
     "dist.precision": ("fp32", "bf16", "fp16"),
     "dist.zero_stage_G": (0, 1, 2, 3),
     "dist.zero_stage_D": (0, 1, 2, 3),
+    "contrastive.positives": ("pair", "image"),
+    "contrastive.precomputed": ("auto", "require", "never"),
 }
 
 
@@ -167,21 +197,39 @@ def _explain(error: OmegaConfBaseException, source: str) -> UsageError:
     return UsageError(f"{source}: invalid config: {error}")
 
 
+def _recipe_chain(path: str, seen: tuple = ()) -> list:
+    """[(file, its YAML without `base`), ...] from the root recipe down to `path`. A recipe may
+    start from another with `base: other.yaml` (relative to its own directory) and change only
+    what differs, e.g. the research variants in configs/research/ on top of configs/coco256.yaml."""
+    path = os.path.abspath(path)
+    if path in seen:
+        chain = " -> ".join(seen + (path,))
+        raise UsageError(f"config files include each other in a loop: {chain}")
+    try:
+        loaded = OmegaConf.load(path)
+    except FileNotFoundError as e:
+        where = f" (named as `base` in {seen[-1]})" if seen else ""
+        raise UsageError(f"config file {path} does not exist{where}; recipes live in configs/") from e
+    except Exception as e:  # yaml errors carry line and column
+        raise UsageError(f"{path} is not valid YAML: {e}") from e
+    base = loaded.pop("base", None) if isinstance(loaded, DictConfig) else None
+    if base is None:
+        return [(path, loaded)]
+    if not isinstance(base, str):
+        raise UsageError(f"{path}: `base` must be the path of another recipe, got {base!r}")
+    return _recipe_chain(os.path.join(os.path.dirname(path), base), seen + (path,)) + [(path, loaded)]
+
+
 def load_config(path: Optional[str] = None, overrides: Optional[List[str]] = None) -> TrainConfig:
     """Defaults <- YAML file <- `key=value` overrides, then validate. Returns a typed TrainConfig
     object (an OmegaConf structured node that behaves like the dataclass)."""
     cfg = OmegaConf.structured(TrainConfig)
     if path is not None:
-        try:
-            loaded = OmegaConf.load(path)
-        except FileNotFoundError as e:
-            raise UsageError(f"config file {path} does not exist; recipes live in configs/") from e
-        except Exception as e:  # yaml errors carry line and column
-            raise UsageError(f"{path} is not valid YAML: {e}") from e
-        try:
-            cfg = OmegaConf.merge(cfg, loaded)
-        except OmegaConfBaseException as e:
-            raise _explain(e, path) from e
+        for source, loaded in _recipe_chain(path):
+            try:
+                cfg = OmegaConf.merge(cfg, loaded)
+            except OmegaConfBaseException as e:
+                raise _explain(e, source) from e
     for item in overrides or []:
         if "=" not in item:
             raise UsageError(f"override {item!r} must look like key=value (e.g. schedule.total_kimg=100)")
@@ -226,8 +274,32 @@ def validate(cfg) -> None:
                 "(the cgan generator has no styles); set them to 0, e.g. --set loss.pl_weight=0 "
                 "--set loss.style_mixing_prob=0"
             )
+    validate_contrastive(cfg)
     if len(cfg.optim.betas) != 2:
         raise UsageError(f"config key 'optim.betas' must be two floats, got {list(cfg.optim.betas)}")
+
+
+def validate_contrastive(cfg) -> None:
+    cc = cfg.contrastive
+    for key in ("C_it", "C_ii", "h", "S_D", "S_clip", "S_perceptual", "text_noise"):
+        if getattr(cc, key) < 0:
+            raise UsageError(f"config key 'contrastive.{key}' must be >= 0 (0 disables it), got {getattr(cc, key)}")
+    if not cc.temperature > 0:
+        raise UsageError(f"config key 'contrastive.temperature' must be > 0, got {cc.temperature}")
+    if cc.head_dim < 1:
+        raise UsageError(f"config key 'contrastive.head_dim' must be >= 1, got {cc.head_dim}")
+    if cc.S_perceptual * cc.C_ii > 0 and not cc.perceptual:
+        raise UsageError(
+            "the ResNet/VGG image-image loss is on (contrastive.S_perceptual x contrastive.C_ii > 0) but no network "
+            "is named: set contrastive.perceptual=resnet18|resnet50|vgg16 with contrastive.perceptual_weights=FILE, "
+            "or contrastive.S_perceptual=0"
+        )
+    if cc.C_ii * cc.h > 0 and cfg.schedule.batch_gpu % 2:
+        # Heterologous image-image pairs are two halves of G's micro-batch (one real image, two captions).
+        raise UsageError(
+            f"contrastive.C_ii x contrastive.h > 0 pairs the two halves of each micro-batch: "
+            f"schedule.batch_gpu must be even (got {cfg.schedule.batch_gpu})"
+        )
 
 
 def check_world(cfg, world_size: int) -> int:

@@ -157,6 +157,16 @@ class Runtime:
         dist.all_gather_object(out, obj)
         return out
 
+    def all_gather_tensor(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Every rank's tensor concatenated along dim 0 in rank order (same shape on every rank;
+        no gradient). The contrastive losses take this as their `gather`."""
+        tensor = tensor.detach().contiguous()
+        if not self._distributed():
+            return tensor.clone()
+        out = [torch.empty_like(tensor) for _ in range(self.world_size)]
+        dist.all_gather(out, tensor)
+        return torch.cat(out)
+
     def broadcast_(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
         """In place: every rank gets rank `src`'s values."""
         if self._distributed():

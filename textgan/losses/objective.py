@@ -14,6 +14,7 @@ Each method returns a dict of tensors: "total" (the scalar to backpropagate, wit
 "Loss/*" (the terms, detached, for logging) and "Stats/*" (detached diagnostics).
 """
 
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
@@ -39,11 +40,26 @@ def _check_interval(interval: int, key: str) -> int:
     return interval
 
 
-class GANObjective:
-    """Built from the config's `loss` section (TrainConfig.loss or any object with the same fields)
-    and an augmentation module (textgan.augment.build_augment) or None."""
+@dataclass
+class ContrastiveBatch:
+    """What the contrastive terms need besides the images (textgan.losses.contrastive_terms):
+    c: each generator row's clean caption embedding (no text noise), c_het: another caption of the
+    same image, ids: image ids, reals: each row's real image, real_features(structure) -> the
+    frozen towers' features of `reals` ("clip", "perceptual"; precomputed or computed, no grad)."""
 
-    def __init__(self, loss_cfg, augment_pipe: Optional[nn.Module] = None):
+    c: torch.Tensor
+    c_het: Optional[torch.Tensor] = None
+    ids: Optional[torch.Tensor] = None
+    reals: Optional[torch.Tensor] = None
+    real_features: Optional[Callable] = None
+
+
+class GANObjective:
+    """Built from the config's `loss` section (TrainConfig.loss or any object with the same fields),
+    an augmentation module (textgan.augment.build_augment) or None, and optionally the contrastive
+    terms (textgan.losses.contrastive_terms.ContrastiveTerms; None or inactive: the base model)."""
+
+    def __init__(self, loss_cfg, augment_pipe: Optional[nn.Module] = None, contrastive=None):
         self.kind = check_kind(loss_cfg.kind)
         self.r1_gamma = float(loss_cfg.r1_gamma)
         self.pl_weight = float(loss_cfg.pl_weight)
@@ -55,6 +71,7 @@ class GANObjective:
             if getattr(self, key) < 0:
                 raise ValueError(f"config key 'loss.{key}' must be >= 0 (0 disables it), got {getattr(self, key)}.")
         self.augment_pipe = augment_pipe
+        self.contrastive = contrastive if contrastive is not None and contrastive.active else None
 
     # Phases the loop can skip altogether when their weight is zero.
     @property
@@ -65,11 +82,26 @@ class GANObjective:
     def uses_r1(self) -> bool:
         return self.r1_gamma > 0
 
-    def run_D(self, D_fn: Callable, img: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """Augment (if a pipe is set), then D; logits [N]."""
+    def run_D(self, D_fn: Callable, img: torch.Tensor, c: torch.Tensor, return_features: bool = False):
+        """Augment (if a pipe is set), then D; logits [N] (or (logits, D's pooled features))."""
         if self.augment_pipe is not None:
             img = self.augment_pipe(img)
-        return _logits(D_fn(img, c))
+        if not return_features:
+            return _logits(D_fn(img, c))
+        logits, features = D_fn(img, c, return_features=True)
+        return _logits(logits), features
+
+    def _uses_D_space(self) -> bool:
+        return self.contrastive is not None and self.contrastive.uses("D")
+
+    def _add(self, out: dict, total, terms: dict):
+        """Merge a term dict ({"total": ..., "Loss/..": ...}) into `out`; returns the new total."""
+        if not terms:
+            return total
+        terms = dict(terms)
+        total = total + terms.pop("total")
+        out.update(terms)
+        return total
 
     def _weight_terms(self, module: Optional[nn.Module], side: str, ortho: bool) -> dict:
         """Optional weight penalties of one network, each already multiplied by its config weight."""
@@ -87,20 +119,42 @@ class GANObjective:
             terms["l2"] = (l2_penalty(module), wanted["l2"] / 2)
         return terms
 
-    def G_main(self, G_fn, D_fn, z, c, c_for_D=None, G_module: Optional[nn.Module] = None) -> dict:
+    def G_main(self, G_fn, D_fn, z, c, c_for_D=None, G_module: Optional[nn.Module] = None,
+               pairs: Optional[ContrastiveBatch] = None, heads: Optional[nn.Module] = None) -> dict:
         """Loss/G/adv = mean g_loss(D(aug(G(z, c)), c_for_D or c)); plus loss.ortho_reg * orthogonal
-        penalty (Loss/G/ortho) and loss.weight_decay / 2 * l2 (Loss/G/l2) of G_module's weights when set.
+        penalty (Loss/G/ortho) and loss.weight_decay / 2 * l2 (Loss/G/l2) of G_module's weights when set;
+        plus the weighted contrastive terms (Loss/G/contrastive/*) when they are on, which read D's
+        features from the same forward (pairs: ContrastiveBatch; heads: D's contrastive heads).
         total = their sum. D must be frozen by the caller (D_fn is called, nothing else)."""
         img = _images(G_fn(z, c))
-        logits = self.run_D(D_fn, img, c if c_for_D is None else c_for_D)
+        c_D = c if c_for_D is None else c_for_D
+        D_features = None
+        if self._uses_D_space():
+            logits, D_features = self.run_D(D_fn, img, c_D, return_features=True)
+        else:
+            logits = self.run_D(D_fn, img, c_D)
         adv = g_loss(logits, self.kind).mean()
         out = {"Loss/G/adv": adv.detach(), "Stats/G/logits_fake": logits.detach().mean()}
         total = adv
+        if self.contrastive is not None:
+            if pairs is None:
+                raise ValueError("contrastive terms are on: G_main needs pairs= (a ContrastiveBatch)")
+            total = self._add(out, total, self.contrastive.generator_terms(
+                img, pairs.c, pairs.c_het, pairs.ids, D_features=D_features, heads=heads,
+                real=lambda structure: self._real_features(structure, pairs, D_fn)))
         for name, (value, weight) in self._weight_terms(G_module, "G", ortho=True).items():
             out[f"Loss/G/{name}"] = value.detach()
             total = total + weight * value
         out["total"] = total
         return out
+
+    def _real_features(self, structure: str, pairs: ContrastiveBatch, D_fn) -> torch.Tensor:
+        """Features of the rows' real images in one structure's space (no gradient: targets)."""
+        with torch.no_grad():
+            if structure == "D":  # as D sees images: augmented
+                reals = self.augment_pipe(pairs.reals) if self.augment_pipe is not None else pairs.reals
+                return D_fn.features(reals)
+            return pairs.real_features(structure)
 
     def G_reg(self, G_fn, z, c, pl_mean, interval: int, generator=None, mean_fn=None):
         """Lazy path-length regularization, every `interval` (schedule.G_reg_interval) steps.
@@ -126,18 +180,26 @@ class GANObjective:
         }
         return stats, new_pl_mean
 
-    def D_main(self, G_fn, D_fn, reals, c, z, c_mismatch=None, D_module: Optional[nn.Module] = None) -> dict:
+    def D_main(self, G_fn, D_fn, reals, c, z, c_mismatch=None, D_module: Optional[nn.Module] = None,
+               c_G: Optional[torch.Tensor] = None, ids: Optional[torch.Tensor] = None) -> dict:
         """Loss/D/adv_fake = mean d_loss_fake(D(aug(G(z, c)), c)) with G run under no_grad (the fakes
         carry no graph into G); Loss/D/adv_real = mean d_loss_real(D(aug(reals), c)).
         With loss.matching_aware > 0: Loss/D/matching = mean d_loss_fake(D(aug(reals), c_mismatch)),
         the real image with another sample's caption counted as fake (Reed et al. 2016's GAN-CLS);
         c_mismatch defaults to c rolled by one sample. With loss.weight_decay > 0: Loss/D/l2 of D_module.
-        total = adv_fake + adv_real + matching_aware * matching + weight_decay / 2 * l2.
+        With the D contrastive structure on: D's heads (D_module.contrastive) on the real pairs, from
+        the real forward's features (Loss/D/contrastive/D_it, weight S_D C_it; ids: image ids).
+        c_G: the generator's condition when it differs from D's (text noise); default c.
+        total = adv_fake + adv_real + matching_aware * matching + weight_decay / 2 * l2 (+ contrastive).
         Stats/D/real_sign = mean sign(real logits), ADA's overfitting heuristic r_t."""
         with torch.no_grad():
-            fakes = _images(G_fn(z, c))
+            fakes = _images(G_fn(z, c if c_G is None else c_G))
         fake_logits = self.run_D(D_fn, fakes.detach(), c)
-        real_logits = self.run_D(D_fn, reals.detach(), c)
+        real_features = None
+        if self._uses_D_space():
+            real_logits, real_features = self.run_D(D_fn, reals.detach(), c, return_features=True)
+        else:
+            real_logits = self.run_D(D_fn, reals.detach(), c)
         adv_fake = d_loss_fake(fake_logits, self.kind).mean()
         adv_real = d_loss_real(real_logits, self.kind).mean()
         total = adv_fake + adv_real
@@ -154,6 +216,9 @@ class GANObjective:
         for name, (value, weight) in self._weight_terms(D_module, "D", ortho=False).items():
             out[f"Loss/D/{name}"] = value.detach()
             total = total + weight * value
+        if real_features is not None:
+            total = self._add(out, total, self.contrastive.discriminator_terms(
+                real_features, c, ids, heads=D_module.contrastive))
         real_detached = real_logits.detach()
         out["Stats/D/real_sign"] = real_detached.sign().mean()
         out["Stats/D/logits_real"] = real_detached.mean()

@@ -13,6 +13,7 @@ truncation and path-length regularization need.
 """
 
 from .cgan import CGANDiscriminator, CGANGenerator
+from .contrastive_heads import ContrastiveHeads
 from .discriminator import Discriminator
 from .generator import Generator, mix_styles
 from .layers import ALLOWED_RESOLUTIONS
@@ -24,6 +25,7 @@ __all__ = [
     "ARCHS",
     "CGANDiscriminator",
     "CGANGenerator",
+    "ContrastiveHeads",
     "Discriminator",
     "Generator",
     "build_networks",
@@ -65,6 +67,12 @@ def build_networks_from_config(cfg, c_dim: int):
     m = cfg.model
     G_kwargs = {"w_dim": m.w_dim, "mapping_layers": m.mapping_layers} if m.arch == "stylegan2" else {}
     D_kwargs = {"mbstd_group_size": m.mbstd_group_size} if m.arch == "stylegan2" else {}
-    return build_networks(m.arch, z_dim=m.z_dim, c_dim=c_dim, img_resolution=cfg.data.resolution, size=m.size,
+    G, D = build_networks(m.arch, z_dim=m.z_dim, c_dim=c_dim, img_resolution=cfg.data.resolution, size=m.size,
                           channel_base=m.channel_base, channel_max=m.channel_max,
                           generator_kwargs=G_kwargs, discriminator_kwargs=D_kwargs)
+    cc = cfg.contrastive
+    if cc.S_D > 0 and (cc.C_it > 0 or cc.C_ii > 0):
+        # The D structure's heads; only when a D term is on, so that the base model's D (and the
+        # random numbers drawn after building it) stay exactly the same.
+        D.contrastive = ContrastiveHeads(D.feature_dim, c_dim, cc.head_dim, cc.temperature, cc.learnable_temperature)
+    return G, D

@@ -19,6 +19,7 @@ from textgan.data.manifest import load_manifest
 from textgan.losses.objective import GANObjective
 from textgan.nets import build_networks_from_config as build_nets
 from textgan.train.checkpoint import find_latest, load_checkpoint, load_weights, save_checkpoint
+from textgan.train.contrastive_setup import build_contrastive
 from textgan.train.engines import build_engines
 from textgan.train.grids import fixed_grid_inputs, save_grid
 from textgan.train.rundir import config_hash, write_run_info
@@ -45,7 +46,9 @@ def threads_per_rank(cfg, runtime) -> int:
     return max(1, cores // runtime.local_world_size)
 
 
-def training_loop(cfg, runtime, run_dir: str, resume=None, init_from=None, argv=()) -> dict:
+def training_loop(cfg, runtime, run_dir: str, resume=None, init_from=None, argv=(), stop_requested=None) -> dict:
+    """stop_requested: a collective () -> bool asked at every step boundary (textgan.train.preempt); when it
+    says True, every rank saves a checkpoint (with the partial tick) and the result has "stopped": True."""
     log = print if runtime.is_main else (lambda *a, **k: None)
     torch.set_num_threads(threads_per_rank(cfg, runtime))
     runtime.seed_everything(cfg.seed)
@@ -58,7 +61,8 @@ def training_loop(cfg, runtime, run_dir: str, resume=None, init_from=None, argv=
         D.load_state_dict(weights["D"])
     augment = build_augment(cfg.augment)
     augment = augment.to(runtime.device) if augment is not None else None
-    objective = GANObjective(cfg.loss, augment)
+    contrastive, real_source = build_contrastive(cfg, text, manifest, runtime)
+    objective = GANObjective(cfg.loss, augment, contrastive)
     engines = build_engines(G, D, cfg, runtime)
     if init_from:
         engines.G_ema.load_state_dict(weights["G_ema"])
@@ -67,6 +71,7 @@ def training_loop(cfg, runtime, run_dir: str, resume=None, init_from=None, argv=
     state = TrainState()
     ckpt_root = os.path.join(run_dir, "checkpoints")
     resume_path = find_latest(ckpt_root) if resume == "auto" else resume
+    partial_tick = None
     if resume_path:
         client = load_checkpoint(resume_path, engines)
         if client.get("config_hash") != config_hash(cfg, ignore=_RESUME_FREE_KEYS):
@@ -75,6 +80,7 @@ def training_loop(cfg, runtime, run_dir: str, resume=None, init_from=None, argv=
         if augment is not None and "augment" in client:
             augment.load_state_dict(client["augment"])
         loader.load_state_dict(client["rank_state"]["loader"])
+        partial_tick = client["rank_state"].get("partial_tick")  # saved by a stop mid-tick
         log(f"resumed from {resume_path} at kimg {state.cur_nimg / 1000:.1f}, tick {state.tick}")
     elif runtime.is_main:
         write_run_info(run_dir, cfg, list(argv))
@@ -98,14 +104,28 @@ def training_loop(cfg, runtime, run_dir: str, resume=None, init_from=None, argv=
     batch_iter = iter(loader)
     tick_start_nimg, tick_start = state.cur_nimg, time.time()
     skipped_before = loader.skipped
+    if partial_tick:  # continue the interrupted tick: its statistics so far and where it started
+        tick_start_nimg, skipped_before = partial_tick["tick_start_nimg"], partial_tick["skipped_before"]
+        tick_start -= partial_tick["seconds"]
+        collector.load_state_dict(partial_tick["stats"])
+    stopped = False
     log(f"training {cfg.model.arch} at {cfg.data.resolution} px on {runtime.world_size} rank(s) "
         f"({runtime.device.type}); run dir {run_dir}")
     while state.cur_nimg < total_nimg:
+        if stop_requested is not None and stop_requested():  # preemption / time limit: save, leave
+            partial = {"tick_start_nimg": tick_start_nimg, "skipped_before": skipped_before,
+                       "seconds": time.time() - tick_start, "stats": collector.state_dict()}
+            path = save_checkpoint(ckpt_root, f"{state.cur_nimg // 1000:06d}", engines, client_state(),
+                                   cfg.schedule.keep_checkpoints,
+                                   rank_state={"loader": loader.state_dict(), "partial_tick": partial})
+            log(f"stopped at kimg {state.cur_nimg / 1000:.3f} (tick {state.tick + 1} in progress); saved {path}")
+            stopped = True
+            break
         multiplier = lr_multiplier(cfg.optim.lr_schedule, state.cur_nimg / 1000, cfg.schedule.total_kimg,
                                    cfg.optim.warmup_kimg)
         apply_lr(engines.G_opt, engines.G_base_lr, multiplier)
         apply_lr(engines.D_opt, engines.D_base_lr, multiplier)
-        step_stats = train_step(engines, objective, batch_iter, text, state, cfg, runtime)
+        step_stats = train_step(engines, objective, batch_iter, text, state, cfg, runtime, real_source)
         for name, value in step_stats.items():
             collector.report(name, value)
         if isinstance(augment, AugmentPipe) and state.batch_idx % cfg.augment.ada_interval == 0:
@@ -143,6 +163,8 @@ def training_loop(cfg, runtime, run_dir: str, resume=None, init_from=None, argv=
               "tensorboard": run_dir, "samples": os.path.join(run_dir, "fakes*.png")}
     if alignment is not None:
         result["shapes_alignment"] = alignment  # measured at the final snapshot
+    if stopped:
+        result["stopped"] = True
     writer.close()
     return result
 

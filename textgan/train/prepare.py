@@ -61,3 +61,33 @@ def check_text_encoder(cfg) -> None:
     looks_like_path = os.sep in te.pretrained or te.pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))
     if looks_like_path and not os.path.isfile(te.pretrained):
         raise UsageError(f"config key 'text_encoder.pretrained': weights file {te.pretrained} does not exist")
+
+
+def check_contrastive(cfg, manifest: dict) -> None:
+    """Fail fast on contrastive settings that cannot work: the ResNet/VGG net's weights, and
+    precomputed features that the shards do not have (contrastive.precomputed=require)."""
+    from textgan.encoders import PERCEPTUAL_DIMS
+
+    cc = cfg.contrastive
+    perceptual_on = cc.S_perceptual * cc.C_ii > 0
+    if perceptual_on:
+        if cc.perceptual not in PERCEPTUAL_DIMS:
+            raise UsageError(f"config key 'contrastive.perceptual' is {cc.perceptual!r}; choose one of "
+                             f"{', '.join(PERCEPTUAL_DIMS)}")
+        if cc.perceptual_weights is None and not cc.perceptual_random_weights:
+            raise UsageError(
+                "config key 'contrastive.perceptual_weights' is not set: give a local torchvision state-dict file "
+                f"for {cc.perceptual} (e.g. the file torchvision caches under $TORCH_HOME/hub/checkpoints)"
+            )
+        if cc.perceptual_weights is not None and not os.path.isfile(cc.perceptual_weights):
+            raise UsageError(f"config key 'contrastive.perceptual_weights': file {cc.perceptual_weights} does not exist")
+    if cc.precomputed == "require" and (cc.C_ii > 0):
+        features = (manifest.get("settings") or {}).get("features") or {}
+        wanted = [k for k, on in (("clip", cc.S_clip > 0), ("perceptual", perceptual_on)) if on]
+        missing = [k for k in wanted if features.get(k) is None]
+        if missing:
+            raise UsageError(
+                f"contrastive.precomputed=require, but the shards in {cfg.data.shards} carry no precomputed "
+                f"{' or '.join(missing)} features; build them with the shard builder's --clip-model/--perceptual "
+                "options, or set contrastive.precomputed=auto"
+            )

@@ -26,9 +26,11 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from textgan.losses.contrastive_terms import noisy_condition
 from textgan.nets import mix_styles
 from textgan.train.ema import ema_beta
 from textgan.train.engines import frozen, keep_gathered, sync_buffers, update_ema
+from textgan.train.micro_batch import MicroBatch
 
 
 class NonFiniteLossError(RuntimeError):
@@ -172,19 +174,21 @@ def _phase_context(name: str, engines, weight_penalties: bool) -> contextlib.Exi
     return stack
 
 
-def train_step(engines, objective, batch_iter, c_encoder, state: TrainState, cfg, runtime) -> dict:
+def train_step(engines, objective, batch_iter, c_encoder, state: TrainState, cfg, runtime, real_source=None) -> dict:
     """One iteration. batch_iter yields loader batches (dicts with "image" [batch_gpu, C, R, R] in
-    [-1, 1]); c_encoder(batch) -> c [batch_gpu, c_dim] (the text embedding). Mutates `state`
+    [-1, 1]); c_encoder(batch) -> c [batch_gpu, c_dim] (the text embedding; c_encoder.alt(batch)
+    embeds the other captions when contrastive terms want them); real_source: the contrastive terms'
+    real-image features (textgan.train.contrastive_setup), None without them. Mutates `state`
     (cur_nimg += batch_size, batch_idx += 1, pl_mean, non-finite counters) and returns this rank's
     stats: {"Loss/..": tensor, "Stats/..": tensor} averaged over the micro-batches of the phases that
     were applied, plus "Health/nonfinite_skips" (phases skipped now)."""
     device, dtype = runtime.device, engines.dtype
     batch_gpu = cfg.schedule.batch_gpu
     G_module, D_module = engines.G.module, engines.D.module
-    micro = []
-    for _ in range(engines.accum):
-        batch = next(batch_iter)
-        micro.append((batch["image"].to(device, dtype), c_encoder(batch).to(device, dtype)))
+    terms = objective.contrastive
+    micro = [MicroBatch(next(batch_iter), c_encoder, device, dtype, terms, real_source) for _ in range(engines.accum)]
+    text_noise = float(cfg.contrastive.text_noise)
+    heads = getattr(D_module, "contrastive", None)
 
     mixing = float(cfg.loss.style_mixing_prob)
     G_fn = generator_fn(G_module, mixing)
@@ -197,16 +201,21 @@ def train_step(engines, objective, batch_iter, c_encoder, state: TrainState, cfg
         zs = torch.randn([engines.accum * batch_gpu, G_module.z_dim], device=device).to(dtype).split(batch_gpu)
         phase = _Phase(name, engines, runtime)
         pl_mean_before = state.pl_mean
-        for i, ((reals, c), z) in enumerate(zip(micro, zs)):
+        for i, (mb, z) in enumerate(zip(micro, zs)):
+            reals, c = mb.reals, mb.c
             with _phase_context(name, engines, penalties):
                 if name == "Gmain":
-                    out = objective.G_main(G_fn_main, D_module, z, c, G_module=G_module)
+                    c_G, c_D, pairs = mb.generator_inputs(text_noise)
+                    out = objective.G_main(G_fn_main, D_module, z, c_G, c_for_D=c_D, G_module=G_module,
+                                           pairs=pairs, heads=heads)
                 elif name == "Greg":
                     out, new_pl_mean = objective.G_reg(G_fn, z, c, state.pl_mean, cfg.schedule.G_reg_interval,
                                                        mean_fn=runtime.all_reduce_mean)
                     state.pl_mean = float(new_pl_mean.reshape(-1)[0])
                 elif name == "Dmain":
-                    out = objective.D_main(G_fn, engines.D, reals, c, z, D_module=D_module)
+                    out = objective.D_main(G_fn, engines.D, reals, c, z, D_module=D_module,
+                                           c_G=noisy_condition(c, text_noise) if text_noise > 0 else None,
+                                           ids=mb.ids)
                 else:
                     out = objective.D_reg(D_module, reals, c, interval=cfg.schedule.D_reg_interval)
                 phase.backward(out)

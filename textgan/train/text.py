@@ -53,3 +53,9 @@ class TextConditioner:
         if self.precomputed and "clip_txt" in batch:
             return F.normalize(batch["clip_txt"].float(), dim=1).to(self.device)
         return self.encode(batch["caption"])
+
+    def alt(self, batch: dict) -> torch.Tensor:
+        """Embeddings of each sample's other caption (caption_alt: heterologous pairs)."""
+        if self.precomputed and "clip_txt_alt" in batch:
+            return F.normalize(batch["clip_txt_alt"].float(), dim=1).to(self.device)
+        return self.encode(batch["caption_alt"])
