@@ -16,6 +16,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from textgan.errors import UsageError
+from textgan.metrics.config import MetricsConfig, validate_metrics_config
 
 
 @dataclass
@@ -120,6 +121,7 @@ class ScheduleConfig:
     network_snapshot_ticks: int = 50
     keep_checkpoints: int = 3
     max_nonfinite_steps: int = 10  # stop after this many non-finite steps in a row
+    max_requeues: int = 10  # how often a preempted / timed-out Slurm job may requeue itself (submit.py --max-requeues)
 
 
 @dataclass
@@ -145,6 +147,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     dist: DistConfig = field(default_factory=DistConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)  # textgan.metrics; none by default
     seed: int = 0
     desc: str = ""  # run directory suffix; default: the config file's stem
 
@@ -262,6 +265,8 @@ def validate(cfg) -> None:
             f"config key 'schedule.batch_size' ({sched.batch_size}) must be a multiple of "
             f"'schedule.batch_gpu' ({sched.batch_gpu}) times the number of ranks"
         )
+    if sched.max_requeues < 0:
+        raise UsageError(f"config key 'schedule.max_requeues' must be >= 0 (got {sched.max_requeues})")
     if sched.total_kimg <= 0 or sched.kimg_per_tick <= 0:
         raise UsageError("config keys 'schedule.total_kimg' and 'schedule.kimg_per_tick' must be > 0")
     if cfg.model.arch == "cgan":
@@ -275,6 +280,7 @@ def validate(cfg) -> None:
                 "--set loss.style_mixing_prob=0"
             )
     validate_contrastive(cfg)
+    validate_metrics_config(cfg.metrics)
     if len(cfg.optim.betas) != 2:
         raise UsageError(f"config key 'optim.betas' must be two floats, got {list(cfg.optim.betas)}")
 
@@ -314,4 +320,6 @@ def check_world(cfg, world_size: int) -> int:
 
 
 def to_yaml(cfg) -> str:
-    return OmegaConf.to_yaml(cfg)
+    """The config as YAML with interpolations (e.g. metrics.reference: ${data.shards}) resolved: what a
+    run records and a job receives must not change meaning when another key is overridden later."""
+    return OmegaConf.to_yaml(cfg, resolve=True)

@@ -3,8 +3,9 @@
     textgan export runs/00003-demo --out demo-G.pt        # newest complete checkpoint of the run
     textgan export runs/00003-demo/checkpoints/000048 --out demo-G.pt
 
-    from textgan.export import load_generator
+    from textgan.export import load_generator, load_generator_from_checkpoint
     G, cfg = load_generator("demo-G.pt")                  # nn.Module in eval mode, the run's config
+    G, cfg, info = load_generator_from_checkpoint("runs/00003-demo/best/shapes_alignment")  # no export step
     img = G(z, c, noise_mode="const")                     # c: text embeddings from cfg.text_encoder
 
 The file is a torch.save of plain types only (tensors, numbers, strings, dicts), so
@@ -101,11 +102,10 @@ def find_checkpoint(path: str):
     return latest, os.path.dirname(ckpt_root)
 
 
-def export_generator(path: str, out: str) -> dict:
-    """Write the standalone generator file `out` from a run / checkpoint (see find_checkpoint).
-    Returns what was written, without the weights."""
+def _read_checkpoint(path: str) -> dict:
+    """What a run / checkpoint path (see find_checkpoint) holds for G_ema: {"checkpoint", "run_dir",
+    "config_text", "cfg", "c_dim", "G_state" (fp32), "client" (the loop's client state)}."""
     from textgan.train.checkpoint import CLIENT_FILE, load_weights
-    from textgan.train.rundir import run_warnings
 
     ckpt, run_dir = find_checkpoint(path)
     config_path = os.path.join(run_dir, CONFIG_FILE)
@@ -127,8 +127,33 @@ def export_generator(path: str, out: str) -> dict:
     except KeyError as e:
         raise UsageError(f"checkpoint {ckpt} holds no {cfg.model.arch} generator (missing {e}); does "
                          f"{config_path} belong to it?") from e
+    return {"checkpoint": ckpt, "run_dir": run_dir, "config_text": config_text, "cfg": cfg, "c_dim": c_dim,
+            "G_state": G_state, "client": client}
+
+
+def load_generator_from_checkpoint(path: str, device="cpu"):
+    """(G_ema in eval mode with frozen parameters, on `device`; the run's config; info) from a run
+    directory (its newest complete checkpoint), its checkpoints/ directory, one checkpoint directory
+    (e.g. RUN/best/fid10k). info: {"kimg", "tick", "checkpoint", "run_dir"}. Reads the checkpoint's
+    weights.pt and the run's config.yaml; needs neither DeepSpeed nor a process group."""
+    read = _read_checkpoint(path)
+    G = _generator(read["cfg"], read["c_dim"], read["G_state"], read["checkpoint"])
+    state = read["client"].get("state", {})
+    info = {"kimg": state.get("cur_nimg", 0) / 1000, "tick": int(state.get("tick", 0)),
+            "checkpoint": read["checkpoint"], "run_dir": read["run_dir"]}
+    return G.to(device), read["cfg"], info
+
+
+def export_generator(path: str, out: str) -> dict:
+    """Write the standalone generator file `out` from a run / checkpoint (see find_checkpoint).
+    Returns what was written, without the weights."""
+    from textgan.train.rundir import run_warnings
+
+    read = _read_checkpoint(path)
+    ckpt, cfg, config_text, c_dim, G_state = (read[k] for k in ("checkpoint", "cfg", "config_text", "c_dim",
+                                                                 "G_state"))
     _generator(cfg, c_dim, G_state, ckpt)  # refuse to write a file that would not load
-    state = client.get("state", {})
+    state = read["client"].get("state", {})
     record = {
         "format": FORMAT,
         "version": VERSION,

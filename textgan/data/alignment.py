@@ -243,12 +243,16 @@ def shapes_alignment(images, captions) -> dict:
     captions = list(captions)
     if len(captions) != len(pixels):
         raise ValueError(f"got {len(pixels)} images but {len(captions)} captions; pass one caption per image")
-    scores = [score_image(image, caption) for image, caption in zip(pixels, captions)]
+    return combine_scores([score_image(image, caption) for image, caption in zip(pixels, captions)])
+
+
+def combine_scores(scores: list) -> dict:
+    """score_image results of many pictures -> the shapes_alignment summary (see shapes_alignment)."""
     result = {}
     for criterion in ("color", "position", "relation", "shape"):
         values = [s[criterion] for s in scores if s[criterion] is not None]
         result[criterion] = float(np.mean(values)) if values else None
     available = [v for v in result.values() if v is not None]
     result["overall"] = float(np.mean(available)) if available else None
-    result["n"] = len(pixels)
+    result["n"] = len(scores)
     return result

@@ -1,12 +1,12 @@
 """The training loop: build everything once, then iterate, summarising once per tick.
 
 Progress is counted in images (cur_nimg), reported once per tick (kimg_per_tick), with sample
-grids every image_snapshot_ticks and full checkpoints every network_snapshot_ticks, StyleGAN-style.
+grids every image_snapshot_ticks, full checkpoints every network_snapshot_ticks and metrics every
+metrics.metrics_ticks (textgan.train.periodic_metrics), StyleGAN-style.
 Every rank runs this function; only rank 0 writes stats, grids and logs. Checkpoints are
 collective (each rank saves its own RNG and loader position).
 """
 
-import json
 import os
 import time
 
@@ -22,6 +22,7 @@ from textgan.train.checkpoint import find_latest, load_checkpoint, load_weights,
 from textgan.train.contrastive_setup import build_contrastive
 from textgan.train.engines import build_engines
 from textgan.train.grids import fixed_grid_inputs, save_grid
+from textgan.train.periodic_metrics import PeriodicMetrics
 from textgan.train.rundir import config_hash, write_run_info
 from textgan.train.schedules import apply_lr, lr_multiplier
 from textgan.train.stats import StatsCollector, StatsWriter
@@ -64,6 +65,8 @@ def training_loop(cfg, runtime, run_dir: str, resume=None, init_from=None, argv=
     contrastive, real_source = build_contrastive(cfg, text, manifest, runtime)
     objective = GANObjective(cfg.loss, augment, contrastive)
     engines = build_engines(G, D, cfg, runtime)
+    metrics = PeriodicMetrics(cfg, runtime, run_dir, log)
+    metrics.prepare()  # leakage and missing weights stop the run here, before any training
     if init_from:
         engines.G_ema.load_state_dict(weights["G_ema"])
     loader = train_loader(cfg.data.shards, cfg.schedule.batch_gpu, rank=runtime.rank, world_size=runtime.world_size,
@@ -89,9 +92,6 @@ def training_loop(cfg, runtime, run_dir: str, resume=None, init_from=None, argv=
     collector = StatsCollector(runtime.device)
     grid_captions = next(iter(eval_loader(cfg.data.shards, GRID_SIZE, num_workers=0)))["caption"]
     grid_z, grid_captions = fixed_grid_inputs(grid_captions, cfg.model.z_dim, GRID_SIZE, cfg.seed)
-    shapes_data = manifest.get("source") == "shapes"
-    metric_captions = alignment_captions(cfg.data.shards) if shapes_data and runtime.is_main else []
-    alignment = None
 
     def client_state() -> dict:
         state_out = {"state": state.state_dict(), "config_hash": config_hash(cfg, ignore=_RESUME_FREE_KEYS)}
@@ -151,18 +151,17 @@ def training_loop(cfg, runtime, run_dir: str, resume=None, init_from=None, argv=
             path = os.path.join(run_dir, f"fakes{state.cur_nimg // 1000:06d}.png")
             grid = save_grid(generate(engines.G_ema, text, grid_captions, grid_z), grid_captions, path, ncol=4)
             writer.add_image_grid("Samples/fakes", grid, state.cur_nimg / 1000)
-            if shapes_data:
-                alignment = measure_alignment(engines.G_ema, text, metric_captions, cfg, run_dir, writer, state)
-                log(f"shapes_alignment at kimg {state.cur_nimg / 1000:.1f}: {alignment}")
+        snapshot = None
         if done or state.tick % cfg.schedule.network_snapshot_ticks == 0:
-            save_checkpoint(ckpt_root, f"{state.cur_nimg // 1000:06d}", engines, client_state(),
-                            cfg.schedule.keep_checkpoints, rank_state={"loader": loader.state_dict()})
+            snapshot = save_checkpoint(ckpt_root, f"{state.cur_nimg // 1000:06d}", engines, client_state(),
+                                       cfg.schedule.keep_checkpoints, rank_state={"loader": loader.state_dict()})
+        if metrics.due(state.tick, done):  # every rank; after the checkpoint, so a result names its snapshot
+            metrics.run(engines, text, state, writer, snapshot, client_state(), {"loader": loader.state_dict()})
         tick_start_nimg, tick_start, skipped_before = state.cur_nimg, time.time(), loader.skipped
 
     result = {"run_dir": run_dir, "kimg": state.cur_nimg / 1000, "checkpoints": ckpt_root,
               "tensorboard": run_dir, "samples": os.path.join(run_dir, "fakes*.png")}
-    if alignment is not None:
-        result["shapes_alignment"] = alignment  # measured at the final snapshot
+    result.update(metrics.summary())  # latest metrics, best checkpoint, shapes_alignment on shapes data
     if stopped:
         result["stopped"] = True
     writer.close()
@@ -171,7 +170,7 @@ def training_loop(cfg, runtime, run_dir: str, resume=None, init_from=None, argv=
 
 # Keys that may change between attempts of one run without making the resume wrong.
 _RESUME_FREE_KEYS = ("schedule.total_kimg", "schedule.image_snapshot_ticks", "schedule.network_snapshot_ticks",
-                     "schedule.keep_checkpoints", "data.num_workers")
+                     "schedule.keep_checkpoints", "data.num_workers", "metrics")
 
 
 def adjust_ada(augment: AugmentPipe, step_stats: dict, runtime, cfg) -> None:
@@ -182,33 +181,6 @@ def adjust_ada(augment: AugmentPipe, step_stats: dict, runtime, cfg) -> None:
         return
     local = torch.as_tensor(step_stats["Stats/D/real_sign"], dtype=torch.float64).reshape(1).to(runtime.device)
     augment.adjust(float(runtime.all_reduce_mean(local).item()), cfg.schedule.batch_size * cfg.augment.ada_interval)
-
-
-def alignment_captions(shards: str, n: int = 256) -> list:
-    """A fixed caption pool (the first n of the shards in order) for the shapes-alignment metric."""
-    captions = []
-    for batch in eval_loader(shards, 64, num_workers=0):
-        captions += batch["caption"]
-        if len(captions) >= n:
-            break
-    return captions[:n]
-
-
-def measure_alignment(G_ema, text, captions, cfg, run_dir, writer, state) -> dict:
-    """shapes_alignment of G_ema samples for fixed captions and latents: did the model learn the
-    text? Appended to metric-shapes_alignment.jsonl and TensorBoard (Metrics/shapes_alignment/*)."""
-    from textgan.data.alignment import shapes_alignment
-
-    z = torch.randn([len(captions), cfg.model.z_dim], generator=torch.Generator().manual_seed(cfg.seed + 1))
-    images = torch.cat([generate(G_ema, text, captions[i:i + 64], z[i:i + 64]) for i in range(0, len(captions), 64)])
-    score = {k: round(v, 4) if isinstance(v, float) else v for k, v in shapes_alignment(images, captions).items()}
-    kimg = state.cur_nimg / 1000
-    with open(os.path.join(run_dir, "metric-shapes_alignment.jsonl"), "a") as f:
-        f.write(json.dumps({"tick": state.tick, "kimg": kimg, "results": score}) + "\n")
-    for key, value in score.items():
-        if key != "n" and value is not None:
-            writer.add_scalar(f"Metrics/shapes_alignment/{key}", value, kimg)
-    return score
 
 
 def _peak_memory_gb(device) -> float:

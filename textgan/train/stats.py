@@ -77,6 +77,16 @@ class StatsCollector:
         self._tensor_moments.clear()
         self._host_moments.clear()
 
+    def state_dict(self) -> dict:
+        """What was reported since the last summary, as plain data (a checkpoint taken mid-tick keeps it,
+        so the resumed tick's summary equals an uninterrupted one's)."""
+        return {"tensor": {k: v.detach().cpu().clone() for k, v in self._tensor_moments.items()},
+                "host": {k: list(v) for k, v in self._host_moments.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._tensor_moments = {k: v.to(device=self.device, dtype=torch.float64) for k, v in state["tensor"].items()}
+        self._host_moments = {k: [float(x) for x in v] for k, v in state["host"].items()}
+
     def _packed(self, names: list) -> torch.Tensor:
         """float64 [len(names), 3] of this rank's moments; zeros for names it never reported."""
         packed = torch.zeros([len(names), 3], dtype=torch.float64, device=self.device)

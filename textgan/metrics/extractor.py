@@ -1,0 +1,104 @@
+"""torch-fidelity feature extractors for FID / KID / IS, loaded offline, with an identity that pins them.
+
+The default is torch-fidelity's InceptionV3 ("inception-v3-compat", TF-ported weights, the FID everyone
+reports). Its weights never download here: they come from MetricsConfig.feature_extractor_weights or,
+when that is unset, from torch's hub cache where torch-fidelity itself would have put them. Any
+extractor registered with torch_fidelity.register_feature_extractor works too (the tests use a tiny one).
+
+Identity = name + feature layers + sha256 of the weights file (when there is one) + sha256 of the
+instantiated network's tensors. The latter catches what a file hash cannot (a registered extractor
+whose code or seed changed), so cached real statistics are keyed by what actually computes them.
+"""
+
+import hashlib
+import os
+
+import numpy as np
+import torch
+
+from textgan.encoders import sha256_file
+from textgan.errors import UsageError
+from textgan.metrics.config import INCEPTION
+
+
+def default_inception_weights() -> str:
+    """Where torch-fidelity caches its InceptionV3 weights: $TORCH_HOME/hub/checkpoints/<file>."""
+    from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+
+    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(URL_INCEPTION_V3))
+
+
+def _weights_path(name: str, weights, cls) -> str | None:
+    if weights is not None:
+        weights = os.path.abspath(os.path.expanduser(os.fspath(weights)))
+        if not os.path.isfile(weights):
+            raise UsageError(f"feature extractor weights file {weights} does not exist; "
+                             f"give the local weights file of {name!r} (metrics.feature_extractor_weights)")
+        return weights
+    if name == INCEPTION:
+        from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+
+        path = default_inception_weights()
+        if not os.path.isfile(path):
+            raise UsageError(
+                f"the InceptionV3 weights for FID/KID/IS are not on this machine, and textgan never downloads at "
+                f"run time. On a machine with internet, fetch {URL_INCEPTION_V3} and copy it to {path} "
+                f"(torch's hub cache, $TORCH_HOME/hub/checkpoints), or set metrics.feature_extractor_weights "
+                f"(textgan eval: --feature-extractor-weights) to the file's path.")
+        return path
+    if cls.__module__.startswith("torch_fidelity."):
+        # torch-fidelity's other built-ins (clip-*, dinov2-*, vgg16) would download their weights.
+        raise UsageError(f"feature extractor {name!r} downloads its weights unless given a local file: set "
+                         "metrics.feature_extractor_weights to the file's path")
+    return None  # a registered extractor that brings its own weights
+
+
+def state_sha256(module: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for key, tensor in sorted(module.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(np.ascontiguousarray(tensor.detach().cpu().float().numpy()).tobytes())
+    return digest.hexdigest()
+
+
+class Extractor:
+    """A frozen torch-fidelity extractor: uint8 [B, 3, H, W] -> {layer: float32 numpy [B, D]}."""
+
+    def __init__(self, name: str, weights=None, kinds=("fid", "kid", "isc"), device="cpu"):
+        from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+        from torch_fidelity.utils import create_feature_extractor
+
+        if name not in FEATURE_EXTRACTORS_REGISTRY:
+            raise UsageError(f"unknown feature extractor {name!r}; torch-fidelity knows "
+                             f"{', '.join(sorted(FEATURE_EXTRACTORS_REGISTRY))} (others: register them with "
+                             "torch_fidelity.register_feature_extractor before the metrics run)")
+        cls = FEATURE_EXTRACTORS_REGISTRY[name]
+        self.layers = {kind: cls.get_default_feature_layer_for_metric(kind) for kind in kinds}
+        layer_list = list(dict.fromkeys(self.layers.values()))
+        path = _weights_path(name, weights, cls)
+        self.device = torch.device(device)
+        try:
+            self.net = create_feature_extractor(name, layer_list, cuda=False, verbose=False,
+                                                feature_extractor_weights_path=path)
+        except Exception as e:
+            raise UsageError(f"could not load feature extractor {name!r} from {path}: {e}") from e
+        self.net = self.net.to(self.device)
+        self.name = name
+        self.identity = {
+            "name": name,
+            "class": f"{cls.__module__}.{cls.__qualname__}",
+            "layers": dict(sorted(self.layers.items())),
+            "weights": path,
+            "weights_sha256": sha256_file(path) if path else None,
+            "state_sha256": state_sha256(self.net),
+        }
+
+    @torch.no_grad()
+    def features(self, images_uint8) -> dict:
+        images = torch.as_tensor(images_uint8)
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"feature extractor input must be uint8 [B, 3, H, W], got {images.dtype} "
+                             f"{tuple(images.shape)}")
+        out = self.net.convert_features_tuple_to_dict(self.net(images.to(self.device)))
+        return {layer: value.float().cpu().numpy() for layer, value in out.items()}
