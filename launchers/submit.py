@@ -3,15 +3,19 @@
 
     python launchers/submit.py --local --config configs/demo.yaml
     python launchers/submit.py --local --config configs/demo.yaml --tasks-per-node 2   # 2 ranks, gloo
-    python launchers/submit.py --config configs/coco256.yaml --set schedule.batch_size=64 --dry-run
+    python launchers/submit.py --config configs/coco256.yaml --nodes 4 --gpus-per-node 8 \\
+        --partition gpu --time 2-00:00:00 --account myproj --dry-run                # show the sbatch script
 
 Everything that can be checked is checked before a job exists (config, shards and their
-manifest, text encoder); a bad request exits with code 2 and submits nothing.
-This file only builds the request; training lives in textgan.train.
+manifest, text encoder, the Slurm request); a bad request exits with code 2 and submits nothing.
+A Slurm submission prints the job id, run directory, logs and how to follow the job, then returns
+(--wait follows it); a --local job is a child of this command, so it waits unless --no-wait.
+This file only builds the request; training lives in textgan.train, sbatch options in textgan.launch.slurm.
 """
 
 import argparse
 import os
+import shutil
 import sys
 import time
 
@@ -19,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from textgan.config import check_world, load_config, to_yaml  # noqa: E402
 from textgan.errors import UsageError  # noqa: E402
+from textgan.launch.slurm import add_slurm_arguments, log_paths, render_sbatch, slurm_request  # noqa: E402
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -28,68 +33,100 @@ def make_parser() -> argparse.ArgumentParser:
                    help="override a config key (repeatable), e.g. --set schedule.total_kimg=100")
     p.add_argument("--outdir", default="runs", help="where numbered run directories are created (default: runs)")
     p.add_argument("--local", action="store_true", help="run on this machine through submitit's local executor")
-    p.add_argument("--nodes", type=int, default=1, help="nodes (Slurm)")
-    p.add_argument("--tasks-per-node", type=int, default=1, help="ranks per node (one per GPU; CPU: processes)")
-    p.add_argument("--timeout-min", type=int, default=60 * 24, help="job time limit in minutes")
     p.add_argument("--resume", default=None, metavar="auto|RUN_DIR",
                    help="continue a run from its newest complete checkpoint: 'auto' picks the newest run in "
                         "--outdir with the same description, or give the run directory")
     p.add_argument("--init-from", default=None, metavar="PATH",
                    help="start a new run from the G/D/G_ema weights of a checkpoint or exported file")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-    p.add_argument("--no-wait", action="store_true", help="return right after submitting (local jobs too)")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and the sbatch script; "
+                   "submit nothing")
+    p.add_argument("--wait", action="store_true", help="Slurm: follow the job's log until it ends")
+    p.add_argument("--no-wait", action="store_true", help="--local: return right after starting the job")
+    add_slurm_arguments(p)
     return p
-
-
-def validate_request(args) -> None:
-    if args.nodes < 1 or args.tasks_per_node < 1:
-        raise UsageError(f"--nodes ({args.nodes}) and --tasks-per-node ({args.tasks_per_node}) must be >= 1")
-    if args.local and args.nodes != 1:
-        raise UsageError("--local runs on this machine: use --nodes 1 (and --tasks-per-node for several ranks)")
-    if args.timeout_min < 1:
-        raise UsageError(f"--timeout-min must be >= 1 (got {args.timeout_min})")
 
 
 def main(argv=None) -> int:
     args = make_parser().parse_args(argv)
     try:
-        validate_request(args)
+        request = slurm_request(args, local=args.local)
         cfg = load_config(args.config, args.overrides)
-        world = args.nodes * args.tasks_per_node
-        accumulation = check_world(cfg, world)
+        if request.max_requeues is None:  # the option wins over the config's bound
+            request.max_requeues = cfg.schedule.max_requeues
+        accumulation = check_world(cfg, request.world_size)
         if not cfg.desc:
             cfg.desc = os.path.splitext(os.path.basename(args.config))[0]
+        request.job_name = request.job_name or f"textgan-{cfg.desc}"
         if args.dry_run:
-            print(to_yaml(cfg), end="")
-            print(f"# world size {world} = {args.nodes} node(s) x {args.tasks_per_node} task(s); "
-                  f"gradient accumulation {accumulation}")
+            print_dry_run(args, cfg, request, accumulation)
             return 0
-        from textgan.train.prepare import check_text_encoder, ensure_shards
+        from textgan.train.prepare import check_contrastive, check_text_encoder, ensure_shards
         from textgan.train.resume import resolve_run_dir
 
         check_text_encoder(cfg)
-        ensure_shards(cfg)
+        check_contrastive(cfg, ensure_shards(cfg))
+        if not args.local:
+            from textgan.launch.slurm import have_slurm
+
+            if not have_slurm():
+                raise UsageError("sbatch/srun not found: run this on a Slurm login node, or use --local to run "
+                                 "on this machine (--dry-run shows the batch script without Slurm)")
         run_dir, resume = resolve_run_dir(args.outdir, cfg.desc, args.resume)
     except UsageError as e:
         print(f"submit.py: error: {e}", file=sys.stderr)
         return e.exit_code
-    return submit(args, cfg, run_dir, resume)
+    return submit(args, cfg, request, os.path.abspath(run_dir), resume)
 
 
-def submit(args, cfg, run_dir: str, resume) -> int:
-    import submitit
+def print_dry_run(args, cfg, request, accumulation: int) -> None:
+    print(to_yaml(cfg), end="")
+    print(f"# world size {request.world_size} = {request.nodes} node(s) x {request.tasks_per_node} task(s); "
+          f"gradient accumulation {accumulation}")
+    if args.local:
+        print(f"# --local: submitit's local executor, {request.tasks_per_node} process(es), time limit "
+              f"{request.time_min} min; no sbatch script")
+        return
+    folder = os.path.join(os.path.abspath(args.outdir), f"NNNNN-{cfg.desc}", "logs")
+    print(f"# sbatch script (the run directory NNNNN is numbered at submission):\n{render_sbatch(request, folder)}")
 
+
+def submit(args, cfg, request, run_dir: str, resume) -> int:
+    from textgan.launch.slurm import make_executor
     from textgan.train.trainer import Trainer
 
-    executor = submitit.AutoExecutor(folder=os.path.join(run_dir, "logs"), cluster="local" if args.local else None)
-    executor.update_parameters(timeout_min=args.timeout_min, nodes=args.nodes, tasks_per_node=args.tasks_per_node,
-                               name=f"textgan-{cfg.desc}")
-    job = executor.submit(Trainer(to_yaml(cfg), run_dir, resume=resume, init_from=args.init_from,
-                                  argv=sys.argv))
-    print(f"submitted job {job.job_id}\n  run dir: {run_dir}\n  log:     {job.paths.stdout}")
-    if args.no_wait:
-        return 0
-    return wait_and_report(job)
+    fresh = resume is None
+    logs = os.path.join(run_dir, "logs")
+    trainer = Trainer(to_yaml(cfg), run_dir, resume=resume, init_from=args.init_from, argv=sys.argv,
+                      max_requeues=request.max_requeues)
+    try:
+        executor = make_executor(request, logs, local=args.local)
+        job = executor.submit(trainer)
+    except Exception as e:  # sbatch refused (unknown partition, no such GRES, ...): say so, leave no empty run
+        if fresh:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        print(f"submit.py: error: the job was not submitted: {e}", file=sys.stderr)
+        return 1
+    print_submitted(job, run_dir, request, local=args.local)
+    if args.local:
+        return 0 if args.no_wait else wait_and_report(job)
+    return wait_and_report(job) if args.wait else 0
+
+
+def print_submitted(job, run_dir: str, request, local: bool) -> None:
+    paths = log_paths(os.path.join(run_dir, "logs"), job.job_id, request.world_size)
+    lines = [f"submitted job {job.job_id}", f"  run dir:     {run_dir}",
+             f"  log:         {paths[0][0]}", f"  errors:      {paths[0][1]}"]
+    if len(paths) > 1:
+        lines.append(f"  other ranks: {os.path.join(run_dir, 'logs', f'{job.job_id}_<rank>_log.out')} (.err)")
+    lines.append("  (a requeued attempt appends to the same logs; each starts with a '==== textgan attempt' line)")
+    if not local:
+        lines += ["follow it:",
+                  f"  squeue -j {job.job_id}",
+                  f"  sacct -j {job.job_id} --format=JobID,JobName,State,Elapsed,NodeList,Restarts",
+                  f"  tail -f {paths[0][0]}",
+                  f"  tensorboard --logdir {run_dir}",
+                  f"  scancel {job.job_id}     # stop it (resume later with --resume {run_dir})"]
+    print("\n".join(lines), flush=True)
 
 
 def wait_and_report(job) -> int:

@@ -97,6 +97,29 @@ def test_training_stream_is_deterministic_for_seed_and_rank(tmp_path, num_worker
 
 
 @pytest.mark.multiproc
+def test_workers_survive_the_sigterm_a_preemption_sends_to_the_whole_job(tmp_path):
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    write_shards(tmp_path, 40, 8)
+    reference = _take(train_loader(tmp_path, 4, seed=3, num_workers=2), 8)
+    before = {p.pid for p in psutil.Process().children()}
+    it = iter(train_loader(tmp_path, 4, seed=3, num_workers=2))
+    got = [next(it) for _ in range(2)]
+    workers = [p for p in psutil.Process().children() if p.pid not in before]  # this loader's own workers
+    assert len(workers) == 2
+    for worker in workers:
+        os.kill(worker.pid, signal.SIGTERM)  # what Slurm does to every process of a preempted job
+    time.sleep(0.5)
+    assert all(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+    got += [next(it) for _ in range(6)]  # the trainer carries on to its next step boundary
+    _assert_same_batches(got, reference)
+
+
+@pytest.mark.multiproc
 def test_resume_with_two_workers_continues_with_the_uninterrupted_batches(tmp_path):
     write_shards(tmp_path, 40, 8, corrupt=[5, 21])
     loader = train_loader(tmp_path, 3, seed=7, num_workers=2)

@@ -28,6 +28,7 @@ Worker-side details: textgan/data/loader_streams.py (streams), loader_samples.py
 import hashlib
 import json
 import os
+import signal
 
 import torch
 from torch.utils.data import DataLoader
@@ -92,6 +93,7 @@ def _data_loader(dataset, num_workers):
         num_workers=num_workers,
         collate_fn=_passthrough,
         generator=torch.Generator().manual_seed(0),
+        worker_init_fn=_ignore_sigterm if num_workers > 0 else None,
         # Relies on the DataLoader's default in-order delivery (batch b from worker b % num_workers);
         # TrainLoader checks it on every batch. (`in_order=` itself only exists from torch 2.6.)
     )
@@ -268,3 +270,11 @@ def eval_loader(shards_dir, batch_size, *, rank=0, world_size=1, num_workers=2) 
     """Every sample once across all ranks and workers (see module doc); UsageError when there are
     fewer shards than world_size x max(num_workers, 1)."""
     return EvalLoader(shards_dir, batch_size, rank=rank, world_size=world_size, num_workers=num_workers)
+
+
+def _ignore_sigterm(worker_id: int) -> None:
+    """Loader workers ignore SIGTERM. On preemption Slurm (and submitit's _interrupt) signals every
+    process of the job; a worker that died of it would crash training before the ranks reach the
+    next step boundary and save. The trainer process handles the signal; workers end with it.
+    (torch installs its own worker SIGTERM handler before worker_init_fn, hence here.)"""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -1,24 +1,34 @@
 """The callable that submitit runs on every rank of a training job.
 
 It carries only plain data (the resolved config as YAML, the run directory, what to resume
-from), so it pickles small and the same object works under Slurm and the local executor.
-Rank and world come from the job environment, never from this object.
+from, the requeue budget), so it pickles small and the same object works under Slurm and the local
+executor. Rank and world come from the job environment, never from this object.
+
+Preemption and time limits (textgan.train.preempt): every rank saves the full state at the next step
+boundary, then submitit calls `checkpoint()`, which returns the same Trainer with resume='auto' on the
+same run directory, and requeues the job. A job that Slurm restarts by itself (node failure,
+`scontrol requeue`) runs the original submission again: it too resumes from the newest complete
+checkpoint of its run directory, because a fixed run directory with checkpoints can only hold this job's.
 """
 
+import datetime
+import json
 import os
 
 from omegaconf import OmegaConf
 
 from textgan.config import TrainConfig, validate
+from textgan.train.preempt import REQUEUE_LOG
 
 
 class Trainer:
-    def __init__(self, config_yaml: str, run_dir: str, resume=None, init_from=None, argv=None):
+    def __init__(self, config_yaml: str, run_dir: str, resume=None, init_from=None, argv=None, max_requeues=10):
         self.config_yaml = config_yaml
         self.run_dir = os.path.abspath(run_dir)
         self.resume = resume
         self.init_from = init_from
         self.argv = list(argv or [])
+        self.max_requeues = max_requeues
 
     def config(self):
         cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.create(self.config_yaml))
@@ -26,27 +36,80 @@ class Trainer:
         return cfg
 
     def __call__(self) -> dict:
+        from textgan.train.preempt import PreemptionWatch, in_submitit_job
+
+        # First thing: a signal during start-up must not be lost (it is acted on at the first iteration).
+        watch = PreemptionWatch() if in_submitit_job() else None
         _export_submitit_rank_env()
         from textgan.runtime import Runtime
         from textgan.train.loop import training_loop
 
         runtime = Runtime.from_env()
+        resume = self.resume_for_this_attempt()
+        if runtime.is_main:
+            print(_attempt_banner(self.run_dir, resume), flush=True)
         runtime.init_distributed()
         finished = False
         try:
-            result = training_loop(self.config(), runtime, self.run_dir, resume=self.resume,
-                                   init_from=self.init_from, argv=self.argv)
+            result = training_loop(self.config(), runtime, self.run_dir, resume=resume, init_from=self.init_from,
+                                   argv=self.argv, stop_requested=watch.stop_requested(runtime) if watch else None)
             finished = True
-            return result
         finally:
             # Tear the process group down on every rank: a gloo group left to the interpreter's exit
             # can abort one rank while another is still leaving, and the job then fails although
             # training finished. After a failure, skip shutdown's barrier (the other ranks may be
             # stuck in a different collective, or gone) and let the original error surface.
-            if finished:
-                runtime.shutdown()
-            else:
+            if not finished:
                 _destroy_process_group_quietly()
+        if result.get("stopped"):
+            watch.finish_interrupted(runtime)  # requeues (or says why not); never returns
+        runtime.shutdown()
+        return result
+
+    def resume_for_this_attempt(self):
+        """self.resume, except that a fresh run whose directory already holds a complete checkpoint is a
+        restart of this very job (Slurm requeued it without asking us): continue it."""
+        from textgan.train.checkpoint import find_latest
+
+        if self.resume is None and find_latest(os.path.join(self.run_dir, "checkpoints")):
+            return "auto"
+        return self.resume
+
+    def checkpoint(self):
+        """submitit's hook, called on the first task after every rank has saved (see preempt.py): the
+        submission for the next attempt, or None (no requeue) once max_requeues is used up."""
+        import submitit
+
+        done = requeue_count(self.run_dir)
+        if done >= self.max_requeues:
+            print(f"not requeueing: this run was requeued {done} time(s), max_requeues={self.max_requeues}; "
+                  f"its state is saved: continue with --resume {self.run_dir}", flush=True)
+            return None
+        record = {"requeue": done + 1, "job_id": os.environ.get("SLURM_JOB_ID") or os.environ.get(
+            "SUBMITIT_LOCAL_JOB_ID"), "restart_count": int(os.environ.get("SLURM_RESTART_COUNT") or 0),
+            "utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        with open(os.path.join(self.run_dir, REQUEUE_LOG), "a") as f:
+            f.write(json.dumps(record) + "\n")
+        following = Trainer(self.config_yaml, self.run_dir, resume="auto", init_from=self.init_from,
+                            argv=self.argv, max_requeues=self.max_requeues)
+        return submitit.helpers.DelayedSubmission(following)
+
+
+def requeue_count(run_dir: str) -> int:
+    try:
+        with open(os.path.join(run_dir, REQUEUE_LOG)) as f:
+            return sum(1 for line in f if line.strip())
+    except FileNotFoundError:
+        return 0
+
+
+def _attempt_banner(run_dir: str, resume) -> str:
+    """One line per attempt in the (appended) log, so the attempts of a requeued job stay apart."""
+    job = os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID") or "-"
+    restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
+    now = datetime.datetime.now().isoformat(timespec="seconds")
+    return (f"==== textgan attempt {requeue_count(run_dir) + 1} (job {job}, Slurm restart count {restarts}, "
+            f"{now}): {'resuming ' + str(resume) if resume else 'new run'} in {run_dir} ====")
 
 
 def _destroy_process_group_quietly() -> None:

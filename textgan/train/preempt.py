@@ -1,0 +1,89 @@
+"""Preemption and time limits under submitit: every rank saves at the same step boundary, then the job requeues.
+
+How submitit does it alone: Slurm sends USR2 (`--signal=USR2@delay`) to every task; submitit's handler on
+the first task calls the callable's `checkpoint()`, writes the returned submission over the job's pickle,
+runs `scontrol requeue` and exits; the handlers of the other tasks only log. The state is whatever
+checkpoint() saved from inside a signal handler, at an arbitrary point of a step, on one rank: useless for
+a DeepSpeed job whose optimizer state is partitioned over all ranks.
+
+What we do instead (PreemptionWatch):
+1. On every rank, USR2 only raises a flag (installed over submitit's handler, which is kept).
+2. At the top of every iteration the ranks agree with one all-reduce (max) whether any flag is up
+   (`stop_requested`, passed to the training loop); then all of them save a full checkpoint together,
+   including the partial tick's statistics, and leave the loop.
+3. `finish_interrupted`: the first task now runs submitit's own handler, which calls Trainer.checkpoint()
+   (a submission of the same run with resume='auto'), requeues (Slurm: `scontrol requeue`; local
+   executor: exit code 144) and exits. Its outcome is shared with the other ranks before anyone leaves, so
+   no rank exits while the requeue is still being requested.
+SIGTERM (what Slurm sends first on preemption, and at cancellation) stays with submitit, which ignores it.
+"""
+
+import os
+import signal
+
+import torch
+
+REQUEUE_LOG = "requeues.jsonl"  # one line per requeue requested for a run (our own count: submitit counts
+#                                 only time-outs, and preemptions would otherwise requeue forever)
+
+
+class JobNotRequeued(RuntimeError):
+    """Training stopped for a preemption/time limit, its state is saved, but the job was not requeued."""
+
+
+def in_submitit_job() -> bool:
+    return bool(os.environ.get("SUBMITIT_EXECUTOR"))
+
+
+class PreemptionWatch:
+    """Installs a flag-raising handler for submitit's preemption signal on this rank."""
+
+    def __init__(self):
+        import submitit
+
+        self.signum = submitit.JobEnvironment._usr_sig()
+        self.submitit_handler = signal.getsignal(self.signum)
+        self.requested = False
+        self.pid = os.getpid()
+        signal.signal(self.signum, self._raise_flag)
+
+    def _raise_flag(self, signum, frame) -> None:
+        self.requested = True
+        if os.getpid() != self.pid:  # a forked DataLoader worker inherited the handler: stay quiet
+            return
+        # os.write, not print: a print from a handler can collide with a print the main code was making
+        os.write(2, f"textgan: received {signal.Signals(signum).name}: saving a checkpoint at the next step "
+                    "boundary, then requeueing\n".encode())
+
+    def stop_requested(self, runtime):
+        """A collective check for the training loop: True on every rank when any rank got the signal."""
+        def check() -> bool:
+            flag = torch.tensor([1.0 if self.requested else 0.0], device=runtime.device)
+            return bool(runtime.all_reduce_max(flag).item() > 0)
+
+        return check
+
+    def finish_interrupted(self, runtime):
+        """After the collective checkpoint: requeue through submitit on the first task, then leave on all
+        ranks. Never returns: raises SystemExit (requeued) or JobNotRequeued / submitit's error."""
+        outcome = {"requeued": False, "code": None, "reason": ""}
+        error = None
+        if runtime.is_main:
+            try:
+                if not callable(self.submitit_handler):
+                    raise JobNotRequeued("no submitit signal handler was installed: nothing can requeue this job")
+                self.submitit_handler(self.signum, None)  # checkpoint(), requeue, then sys.exit
+                outcome["reason"] = "submitit's handler returned without requeueing"
+            except SystemExit as e:
+                outcome = {"requeued": True, "code": e.code, "reason": ""}
+            except Exception as e:  # e.g. UncompletedJobError("Job not requeued because: ...")
+                error, outcome["reason"] = e, f"{type(e).__name__}: {e}"
+        outcome = runtime.all_gather_object(outcome)[0]
+        runtime.shutdown()
+        if outcome["requeued"]:
+            print(f"checkpoint saved; job requeued (exit code {outcome['code']})", flush=True)
+            raise SystemExit(outcome["code"])
+        if error is not None:
+            raise error
+        raise JobNotRequeued(f"training stopped for a preemption/time limit and its state is saved, but the job "
+                             f"was not requeued ({outcome['reason']}); continue with --resume RUN_DIR")
