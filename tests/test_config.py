@@ -208,3 +208,8 @@ def test_base_loops_and_missing_bases_are_named(tmp_path):
     c = write(tmp_path, "base: nowhere.yaml\n", "c.yaml")
     message = usage_error(c)
     assert "nowhere.yaml does not exist" in message and "named as `base` in" in message
+
+
+def test_requeue_bound_is_a_config_key():
+    assert load_config(None, REQUIRED).schedule.max_requeues == 10
+    assert "schedule.max_requeues" in usage_error(None, REQUIRED + ["schedule.max_requeues=-1"])

@@ -110,7 +110,7 @@ class PoisonableObjective(GANObjective):
 
     poison = False
 
-    def D_main(self, G_fn, D_fn, reals, c, z, c_mismatch=None, D_module=None):
+    def D_main(self, G_fn, D_fn, reals, c, z, c_mismatch=None, D_module=None, **kwargs):
         if self.poison:
             inner = D_fn
 
@@ -118,7 +118,7 @@ class PoisonableObjective(GANObjective):
                 logits = inner(img, c)
                 return logits + (logits * 0).abs().sqrt()
 
-        return super().D_main(G_fn, D_fn, reals, c, z, c_mismatch, D_module)
+        return super().D_main(G_fn, D_fn, reals, c, z, c_mismatch, D_module, **kwargs)
 
 
 STAGE_VARIANTS = {

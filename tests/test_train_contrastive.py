@@ -20,7 +20,8 @@ from textgan.data.loader import train_loader
 from textgan.data.manifest import load_manifest
 from textgan.errors import UsageError
 
-ALL_TERMS = ["contrastive.C_it=1", "contrastive.C_ii=1", "contrastive.h=0.5", "contrastive.perceptual=resnet18",
+ALL_TERMS = ["contrastive.C_it=1", "contrastive.C_ii=1", "contrastive.h=0.5", "contrastive.S_perceptual=1",
+             "contrastive.perceptual=resnet18",
              "contrastive.learnable_temperature=true", "contrastive.positives=image"]
 TERM_NAMES = ["D_it", "D_it_het", "D_ii", "D_ii_het", "clip_it", "clip_it_het", "clip_ii", "clip_ii_het",
               "perceptual_ii", "perceptual_ii_het"]
@@ -48,15 +49,17 @@ def shards(tmp_path_factory, weights):
     return out
 
 
-def run(tmp_path, shards, weights, *overrides, total_kimg=0.024):
+def run(tmp_path, shards, weights, *overrides, total_kimg=0.024, ranks=1):
     import subprocess
     import sys
 
-    sets = TINY + [f"data.shards={shards}", f"schedule.total_kimg={total_kimg}", "schedule.kimg_per_tick=0.008",
+    # The demo recipe has contrastive terms on: start from none, then add the test's own.
+    sets = TINY + ["contrastive.C_it=0", "contrastive.C_ii=0",
+                   f"data.shards={shards}", f"schedule.total_kimg={total_kimg}", "schedule.kimg_per_tick=0.008",
                    "text_encoder.random_weights=false", f"text_encoder.pretrained={weights['clip']}",
                    f"contrastive.perceptual_weights={weights['resnet']}", *overrides]
     cmd = [sys.executable, os.path.join(ROOT, "launchers", "submit.py"), "--local", "--config",
-           os.path.join(ROOT, "configs", "demo.yaml"), "--outdir", str(tmp_path)]
+           os.path.join(ROOT, "configs", "demo.yaml"), "--outdir", str(tmp_path), "--tasks-per-node", str(ranks)]
     for kv in sets:
         cmd += ["--set", kv]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
@@ -103,13 +106,29 @@ def test_every_term_trains_with_precomputed_features(tmp_path, shards, weights, 
         assert "C_ii: 1.0" in f.read()
 
 
+@pytest.mark.slow
+@pytest.mark.multiproc
+def test_every_term_on_two_ranks_with_negatives_from_both(tmp_path, shards, weights):
+    # batch 8 = 4 per rank x 2 ranks: each rank's InfoNCE sees all 8 rows, so at the start the
+    # image-text terms sit near log(8) rather than the log(4) one rank alone would give.
+    run_dir = run(tmp_path, shards, weights, "contrastive.C_it=1", "contrastive.C_ii=1", "contrastive.h=0.5",
+                  "contrastive.S_perceptual=0", ranks=2, total_kimg=0.016)
+    lines = stats_lines(run_dir)
+    assert len(lines) == 2
+    first = lines[0]
+    assert first["Loss/G/contrastive/clip_it"]["num"] == 2 * 1  # 2 ranks x 1 iteration
+    assert first["Loss/G/contrastive/clip_it"]["mean"] == pytest.approx(math.log(8), abs=0.35)
+    assert first["Loss/G/contrastive/clip_ii_het"]["mean"] == pytest.approx(math.log(4), abs=0.35)
+    assert math.isfinite(first["Loss/D/contrastive/D_it"]["mean"])
+
+
 def _batch_and_source(shards, weights, precomputed):
     from textgan.config import load_config
     from textgan.runtime import Runtime
     from textgan.train.contrastive_setup import build_contrastive
     from textgan.train.text import TextConditioner
 
-    cfg = load_config(os.path.join(ROOT, "configs", "demo.yaml"), TINY + [
+    cfg = load_config(os.path.join(ROOT, "configs", "demo.yaml"), TINY + ["contrastive.C_it=0", "contrastive.C_ii=0",
         f"data.shards={shards}", "text_encoder.random_weights=false", f"text_encoder.pretrained={weights['clip']}",
         f"contrastive.perceptual_weights={weights['resnet']}", *ALL_TERMS, f"contrastive.precomputed={precomputed}"])
     manifest = load_manifest(shards)
