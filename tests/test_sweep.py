@@ -78,6 +78,16 @@ def test_metric_summary_latest_best_and_direction(tmp_path):
     assert point_row(str(tmp_path))["metrics"]["fid10k"]["best"] == 30.0
 
 
+def test_metric_summary_reads_the_evaluators_headline_value(tmp_path):
+    # textgan.metrics writes {"value": FID, "results": {"fid": FID, ...}}: the column is the metric itself
+    lines = [{"tick": 1, "kimg": 1.0, "value": 50.0, "results": {"fid": 50.0}},
+             {"tick": 2, "kimg": 2.0, "value": 35.0, "results": {"fid": 35.0}}]
+    path = tmp_path / "metric-fid10k.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    found = metric_summary(str(path))
+    assert found["fid10k"] == {"latest": 35.0, "best": 35.0, "best_kimg": 2.0}
+
+
 def run_sweep(*args, timeout=600):
     return subprocess.run([sys.executable, SWEEP, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 

@@ -53,7 +53,12 @@ def metric_summary(path: str) -> Dict[str, dict]:
             by_tick[(entry.get("tick"), entry.get("kimg"))] = entry
     series: Dict[str, list] = {}
     for entry in sorted(by_tick.values(), key=lambda e: float(e.get("kimg") or 0)):
-        for key, value in entry["results"].items():
+        # The evaluator's lines carry the metric's headline number as "value" (e.g. fid10k's FID),
+        # the details in "results"; older lines only "results".
+        items = list(entry["results"].items())
+        if entry.get("value") is not None:
+            items = [(metric, entry["value"])] + [(k, v) for k, v in items if k != metric]
+        for key, value in items:
             if key == "n" or isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 continue
             column = metric if key == metric else f"{metric}/{key}"
