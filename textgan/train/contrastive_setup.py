@@ -14,7 +14,7 @@ import torch
 from textgan.data.features import check_features_identity
 from textgan.encoders import load_perceptual
 from textgan.errors import UsageError
-from textgan.losses.contrastive_terms import ContrastiveTerms
+from textgan.losses.contrastive_terms import ContrastiveTerms, term_weights
 from textgan.train.text import RANDOM_TOWER_SEED
 
 BATCH_KEYS = {"clip": "clip_img", "perceptual": "perceptual"}
@@ -57,17 +57,17 @@ def _precomputed(cc, structures: list, towers: dict, manifest: dict) -> set:
 def build_contrastive(cfg, text, manifest: dict, runtime):
     """(ContrastiveTerms, RealFeatureSource) for a run, or (None, None) when every weight is 0."""
     cc = cfg.contrastive
-    probe = ContrastiveTerms(cc, clip=text.tower, perceptual=object())  # which terms are on, nothing loaded
-    if not probe.active:
+    weights = term_weights(cc)  # which terms are on: nothing is loaded for a term that is off
+    if not any(weights.values()):
         return None, None
     towers = {"clip": text.tower}
-    if probe.uses("perceptual"):
+    if weights["perceptual_ii"] > 0 or weights["perceptual_ii_het"] > 0:
         # Seeded apart from the training RNG: random weights (tests, demo) are the same on every rank.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_TOWER_SEED)
             towers["perceptual"] = load_perceptual(cc.perceptual, cc.perceptual_weights,
                                                    allow_random=cc.perceptual_random_weights, device=runtime.device)
-    real_structures = [s for s in ("clip", "perceptual") if probe.needs_real(s)]
+    real_structures = [s for s in ("clip", "perceptual") if weights[f"{s}_ii"] > 0]
     precomputed = _precomputed(cc, real_structures, towers, manifest)
     terms = ContrastiveTerms(cc, clip=towers["clip"], perceptual=towers.get("perceptual"),
                              gather=runtime.all_gather_tensor, rank=runtime.rank, world_size=runtime.world_size)
