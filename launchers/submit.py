@@ -161,7 +161,8 @@ def _print_new(path, offset: int) -> int:
 
 def _summary_text(summary: dict) -> str:
     lines = ["", "training finished"]
-    for key in ("run_dir", "samples", "tensorboard", "checkpoints", "kimg", "shapes_alignment"):
+    for key in ("run_dir", "samples", "tensorboard", "checkpoints", "best_checkpoint", "best_metric", "kimg",
+                "shapes_alignment"):
         if key in summary:
             lines.append(f"  {key + ':':<18}{summary[key]}")
     if "tensorboard" in summary:

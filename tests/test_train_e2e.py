@@ -58,6 +58,7 @@ def test_demo_job_produces_a_complete_run_directory(tmp_path, shards):
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = tmp_path / "00000-demo"
     assert f"run_dir:          {run_dir}" in proc.stdout
+    assert f"best_checkpoint:  {run_dir / 'best' / 'shapes_alignment'}" in proc.stdout  # the metric's best snapshot
     assert "shapes_alignment:" in proc.stdout and "tensorboard --logdir" in proc.stdout
 
     lines = stats_lines(run_dir)
