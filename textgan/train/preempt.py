@@ -55,6 +55,14 @@ class PreemptionWatch:
         os.write(2, f"textgan: received {signal.Signals(signum).name}: saving a checkpoint at the next step "
                     "boundary, then requeueing\n".encode())
 
+    def ignore_further_signals(self) -> None:
+        """After the last step: ignore the signal from now on. A time-limit warning can arrive while a
+        finished job writes its result and exits; Python's flag-raising handler is reset to the
+        default action (terminate) when the interpreter shuts down, so the task would die of the
+        signal and Slurm would record the completed job as FAILED (seen in CI). An ignored signal
+        stays ignored through the interpreter's exit."""
+        signal.signal(self.signum, signal.SIG_IGN)
+
     def stop_requested(self, runtime):
         """A collective check for the training loop: True on every rank when any rank got the signal."""
         def check() -> bool:

@@ -63,6 +63,8 @@ class Trainer:
                 _destroy_process_group_quietly()
         if result.get("stopped"):
             watch.finish_interrupted(runtime)  # requeues (or says why not); never returns
+        if watch is not None:
+            watch.ignore_further_signals()  # training is complete: a late warning must not kill the exit
         runtime.shutdown()
         return result
 
