@@ -155,8 +155,9 @@ def c_from_batch(batch):
     return batch["c"]
 
 
-def setup_training(cfg, generator_cls=None, ds_overrides=None, objective_cls=None):
-    """(runtime, engines, objective, batches, state) on this rank; the process group is started once."""
+def setup_training(cfg, generator_cls=None, ds_overrides=None, objective_cls=None, networks=None):
+    """(runtime, engines, objective, batches, state) on this rank; the process group is started once.
+    networks: (G, D) to train instead of tiny_networks(cfg, generator_cls) (e.g. a tiny cGAN)."""
     from textgan.losses.objective import GANObjective
     from textgan.runtime import Runtime
     from textgan.train.engines import build_engines
@@ -165,7 +166,7 @@ def setup_training(cfg, generator_cls=None, ds_overrides=None, objective_cls=Non
     runtime = Runtime.from_env()
     runtime.init_distributed()
     runtime.seed_everything(cfg.seed)
-    G, D = tiny_networks(cfg, generator_cls)
+    G, D = networks or tiny_networks(cfg, generator_cls)
     engines = build_engines(G, D, cfg, runtime, ds_overrides=ds_overrides)
     objective = (objective_cls or GANObjective)(cfg.loss, None)
     batches = SyntheticBatches(runtime.rank, cfg.schedule.batch_gpu)

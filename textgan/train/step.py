@@ -14,10 +14,14 @@ Dmain runs D through the engine and G as the raw module (the objective wraps it 
 runs the raw D module. Greg and Dreg (and the main phases when weight penalties are on) run forward
 and backward inside keep_gathered: ZeRO-3 keeps the network gathered for the double backward.
 
-Non-finite guard: every loss term and (through hooks) every gradient is checked; before the phase's
-last engine.step() the ranks agree with one all-reduce, and a bad phase is skipped on all of them
-(SkippableAdam leaves weights and Adam state alone). The iteration counts as non-finite if any phase
-was skipped; after schedule.max_nonfinite_steps in a row, NonFiniteLossError names the terms.
+Non-finite guard: every loss term, (through hooks) every gradient and every floating buffer of G and
+D is checked; before the phase's last engine.step() the ranks agree with one all-reduce, and a bad
+phase is skipped on all of them: SkippableAdam leaves weights and Adam state alone, and the buffers of
+both networks (BatchNorm statistics, w_avg) go back to what they were before the phase. The buffers
+matter because forward passes move them even where no gradient flows (G runs in train mode inside
+Dmain, D inside the G phases), and G_ema and the checkpoints copy them: a BatchNorm running_var of inf
+makes G_ema draw the same image for every input. The iteration counts as non-finite if any phase was
+skipped; after schedule.max_nonfinite_steps in a row, NonFiniteLossError names the terms.
 """
 
 import contextlib
@@ -98,6 +102,10 @@ class _Phase:
         self.bad_terms = set()
         self.stats = defaultdict(list)
         self.watch.reset()
+        # Every buffer of both networks as it was before the phase, to put back if it is skipped.
+        self.buffers = [(f"{side}.{name}", b) for side, module in (("G", engines.G.module), ("D", engines.D.module))
+                        for name, b in module.named_buffers()]
+        self.saved_buffers = [b.detach().clone() for _, b in self.buffers]
 
     def backward(self, out: dict) -> None:
         self.bad_terms.update(_nonfinite_terms(out))
@@ -118,17 +126,34 @@ class _Phase:
 
     def _agree_to_skip(self) -> bool:
         grads_bad = self.check_grads and self.watch.seen_nonfinite()
-        local = torch.tensor([1.0 if (self.bad_terms or grads_bad) else 0.0], device=self.runtime.device)
+        floating = [b for _, b in self.buffers if b.is_floating_point()]
+        buffers_ok = torch.stack([b.isfinite().all() for b in floating]).all() if floating else torch.tensor(True)
+        # One tensor, one all-reduce, one host sync: the buffers' verdict never leaves the device alone.
+        local = (~buffers_ok).float().reshape(1).to(self.runtime.device)
+        if self.bad_terms or grads_bad:
+            local.fill_(1.0)
         if not bool(self.runtime.all_reduce_max(local).item()):
             return False
         # Rare path, entered by all ranks together: learn what went wrong where.
-        reports = self.runtime.all_gather_object((sorted(self.bad_terms), grads_bad))
-        terms = sorted({t for names, _ in reports for t in names})
-        ranks = [r for r, (names, g) in enumerate(reports) if names or g]
+        bad_buffers = [n for n, b in self.buffers if b.is_floating_point() and not bool(b.isfinite().all())]
+        reports = self.runtime.all_gather_object((sorted(self.bad_terms), grads_bad, bad_buffers))
+        terms = sorted({t for names, _, _ in reports for t in names})
+        buffers = sorted({n for _, _, names in reports for n in names})
+        ranks = [r for r, (names, g, bufs) in enumerate(reports) if names or g or bufs]
         where = f"phase {self.name}, rank(s) {ranks}"
-        self.reason = (f"{', '.join(terms)} ({where})" if terms else
-                       f"gradients of {self.side} ({where}; the loss terms were finite)")
+        if terms:
+            self.reason = f"{', '.join(terms)} ({where})"
+        elif any(g for _, g, _ in reports):
+            self.reason = f"gradients of {self.side} ({where}; the loss terms were finite)"
+        else:
+            self.reason = f"buffers {', '.join(buffers)} ({where}; the loss terms and gradients were finite)"
         return True
+
+    def restore_buffers(self) -> None:
+        """Put every buffer of G and D back as it was before this phase (on every rank alike)."""
+        with torch.no_grad():
+            for (_, b), saved in zip(self.buffers, self.saved_buffers):
+                b.copy_(saved)
 
     def summary(self) -> dict:
         return {k: torch.stack(v).mean() for k, v in self.stats.items()}
@@ -221,6 +246,7 @@ def train_step(engines, objective, batch_iter, c_encoder, state: TrainState, cfg
                 phase.backward(out)
             phase.step(i)
         if phase.skipped:
+            phase.restore_buffers()
             skipped += 1
             reasons.append(phase.reason)
             state.pl_mean = pl_mean_before  # a non-finite length must not poison the running mean
