@@ -79,6 +79,11 @@ def _generator(cfg, c_dim: int, G_state: dict, where: str) -> torch.nn.Module:
 def find_checkpoint(path: str):
     """(checkpoint dir, run dir) for a run dir, its checkpoints/ root, or one checkpoint dir.
     UsageError when the path is missing or holds no complete checkpoint."""
+    if not os.path.exists(path) and os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        # RUN/best/NAME between the two renames of its replacement (a crash there): finish it first.
+        from textgan.train.checkpoint import recover_replacements
+
+        recover_replacements(os.path.dirname(os.path.abspath(path)))
     if not os.path.exists(path):
         raise UsageError(f"{path} does not exist; give a run directory (runs/00000-demo), its checkpoints/ "
                          "directory or one checkpoint directory")

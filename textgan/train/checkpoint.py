@@ -9,12 +9,24 @@ Layout of one checkpoint (`ckpt_root/<tag>/`):
     client_state.pt           the loop's shared state (cur_nimg, tick, ADA p, pl_mean, config hash, ...)
     rank00000.pt, ...         per rank: RNG states (python, numpy, torch, cuda) and the rank's own
                               state (the data loader's position)
-    COMPLETE                  JSON written last: tag, world size, stages, precision, serial number
+    COMPLETE                  JSON written last: tag, world size, stages, precision, serial number,
+                              "finite": true (the weights were checked before anything was written)
+
+Tags (checkpoint_tag: "000012.345" for 12 345 images), finding the newest complete and finite
+checkpoint, and recovering interrupted replacements: textgan.train.checkpoint_dir.
 
 Everything is written into `ckpt_root/tmp-<tag>/`, flushed, marked COMPLETE, and renamed to
 `ckpt_root/<tag>/` (a rename is atomic); then `ckpt_root/latest` is replaced atomically. A crash at any
 point leaves either the previous checkpoints untouched or the new one whole. Directories without
 COMPLETE are ignored by find_latest and removed by the next save.
+
+Replacing a tag that exists (RUN/best/<metric> on every improvement; a training tag saved twice) takes
+two renames, `<tag>` -> `trash-<tag>-<ns>` and `tmp-<tag>` -> `<tag>`; a crash between them is finished
+by checkpoint_dir.recover_replacements at the next access.
+
+Finite: save_checkpoint refuses (NonFiniteCheckpointError, naming the tensors) to write weights with a
+NaN or inf, before anything is written, so every checkpoint written by this version is finite and says
+so in COMPLETE; find_latest never picks a non-finite one (older checkpoints: see checkpoint_dir).
 
 Loading: all our files are read with torch.load(weights_only=True); they hold only tensors, numbers,
 strings, lists and dicts. DeepSpeed's load_checkpoint reads its files with weights_only=False; the
@@ -35,20 +47,36 @@ import numpy as np
 import torch
 
 from textgan.atomic import write_text_atomic
+from textgan.train.checkpoint_dir import (  # noqa: F401  (checkpoint_tag, tag_nimg: part of this module's API)
+    COMPLETE,
+    FORMAT,
+    LATEST,
+    TMP_PREFIX,
+    TRASH_PREFIX,
+    WEIGHTS_FILE,
+    checkpoint_tag,
+    complete_checkpoints,
+    find_latest,
+    load_plain,
+    nonfinite_in_checkpoint,
+    nonfinite_message,
+    nonfinite_tensors,
+    read_marker,
+    recover_replacements,
+    rename_tolerant,
+    tag_nimg,
+)
 
-
-COMPLETE = "COMPLETE"
-LATEST = "latest"
-WEIGHTS_FILE = "weights.pt"
 CLIENT_FILE = "client_state.pt"
-TMP_PREFIX = "tmp-"
-TRASH_PREFIX = "trash-"
-FORMAT = "textgan-checkpoint"
 VERSION = 1
 
 
 def rank_file(rank: int) -> str:
     return f"rank{rank:05d}.pt"
+
+
+class NonFiniteCheckpointError(RuntimeError):
+    """The state to be saved holds NaN or inf; nothing was written."""
 
 
 # ---------------------------------------------------------------------- RNG states as plain data
@@ -76,49 +104,6 @@ def restore_rng(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# ---------------------------------------------------------------------- finding checkpoints
-
-
-def _read_marker(path: str):
-    try:
-        with open(os.path.join(path, COMPLETE)) as f:
-            marker = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return marker if isinstance(marker, dict) and marker.get("format") == FORMAT else None
-
-
-def complete_checkpoints(ckpt_root: str) -> list:
-    """[(serial, path)] of the complete checkpoints under ckpt_root, oldest first."""
-    if not os.path.isdir(ckpt_root):
-        return []
-    found = []
-    for name in os.listdir(ckpt_root):
-        path = os.path.join(ckpt_root, name)
-        if name.startswith((TMP_PREFIX, TRASH_PREFIX)) or not os.path.isdir(path):
-            continue
-        marker = _read_marker(path)
-        if marker is not None:
-            found.append((int(marker["serial"]), path))
-    return sorted(found)
-
-
-def find_latest(ckpt_root: str):
-    """Path of the newest complete checkpoint under ckpt_root, or None. The `latest` pointer wins
-    when it names a complete checkpoint; otherwise the highest serial number."""
-    try:
-        with open(os.path.join(ckpt_root, LATEST)) as f:
-            name = f.read().strip()
-    except OSError:
-        name = ""
-    if name and os.sep not in name and name not in (".", ".."):
-        pointed = os.path.join(ckpt_root, name)
-        if _read_marker(pointed) is not None:
-            return pointed
-    found = complete_checkpoints(ckpt_root)
-    return found[-1][1] if found else None
 
 
 # ---------------------------------------------------------------------- saving
@@ -182,23 +167,33 @@ def save_checkpoint(ckpt_root: str, tag: str, engines, client_state: dict, keep:
     runtime = engines.runtime
     final = os.path.join(ckpt_root, tag)
     tmp = os.path.join(ckpt_root, TMP_PREFIX + tag)
-    if runtime.is_main:
-        os.makedirs(ckpt_root, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)  # a crashed earlier attempt at this tag
-        os.makedirs(tmp)
-    runtime.barrier()
 
     from textgan.train.engines import (
         full_state_dict,  # here: load_weights must not import deepspeed
     )
 
-    engines.G.save_checkpoint(os.path.join(tmp, "G"), tag=tag)
-    engines.D.save_checkpoint(os.path.join(tmp, "D"), tag=tag)
     weights = {
         "G": full_state_dict(engines.G.module, engines.G_stage, engines.precision),
         "D": full_state_dict(engines.D.module, engines.D_stage, engines.precision),
         "G_ema": {k: v.detach().cpu().clone() for k, v in engines.G_ema.state_dict().items()},
     }
+    # Before anything is written, and decided together: a rank that raised alone would leave the
+    # others waiting in the next barrier.
+    bad = sorted({name for names in runtime.all_gather_object(nonfinite_tensors(weights)) for name in names})
+    if bad:
+        raise NonFiniteCheckpointError(
+            f"refusing to save checkpoint {tag!r} in {ckpt_root}: {nonfinite_message(bad)}. Nothing was written; "
+            "the newest checkpoint there is still the last good state. Lower optim.G_lr / optim.D_lr or set "
+            "loss.grad_clip, and resume from it.")
+    if runtime.is_main:
+        os.makedirs(ckpt_root, exist_ok=True)
+        recover_replacements(ckpt_root)  # before tmp- goes: it may be the only whole copy of this tag
+        shutil.rmtree(tmp, ignore_errors=True)  # a crashed earlier attempt at this tag
+        os.makedirs(tmp)
+    runtime.barrier()
+
+    engines.G.save_checkpoint(os.path.join(tmp, "G"), tag=tag)
+    engines.D.save_checkpoint(os.path.join(tmp, "D"), tag=tag)
     if runtime.is_main:
         torch.save(weights, os.path.join(tmp, WEIGHTS_FILE))
         torch.save(dict(client_state), os.path.join(tmp, CLIENT_FILE))
@@ -213,12 +208,13 @@ def save_checkpoint(ckpt_root: str, tag: str, engines, client_state: dict, keep:
             "format": FORMAT, "version": VERSION, "tag": tag,
             "serial": (previous[-1][0] + 1) if previous else 1,
             "world_size": runtime.world_size, "G_stage": engines.G_stage, "D_stage": engines.D_stage,
-            "precision": engines.precision, "saved_at": time.time(),
+            "precision": engines.precision, "saved_at": time.time(), "finite": True,
         }
         write_text_atomic(os.path.join(tmp, COMPLETE), json.dumps(marker, indent=1))
-        if os.path.exists(final):  # the same tag again (e.g. a resumed run reaching it): replace it
-            os.rename(final, os.path.join(ckpt_root, f"{TRASH_PREFIX}{tag}-{time.time_ns()}"))
-        os.rename(tmp, final)
+        if os.path.exists(final):  # the same tag again (best/<metric>, a resumed run reaching it): replace it
+            rename_tolerant(final, os.path.join(ckpt_root, f"{TRASH_PREFIX}{tag}-{time.time_ns()}"))
+        # A crash right here leaves no <tag>: recover_replacements promotes tmp-<tag> at the next access.
+        rename_tolerant(tmp, final)
         write_text_atomic(os.path.join(ckpt_root, LATEST), tag)
         _remove_incomplete_and_old(ckpt_root, keep)
     runtime.barrier()
@@ -228,12 +224,6 @@ def save_checkpoint(ckpt_root: str, tag: str, engines, client_state: dict, keep:
 # ---------------------------------------------------------------------- loading
 
 
-def _load(path: str):
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"checkpoint file {path} is missing; the checkpoint is damaged")
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def load_checkpoint(path: str, engines, rank=None) -> dict:
     """Restore both engines (weights and optimizer states), G_ema and this rank's RNG states from a
     complete checkpoint. Returns the client_state given to save_checkpoint, plus "rank_state": this
@@ -241,7 +231,7 @@ def load_checkpoint(path: str, engines, rank=None) -> dict:
     start a different layout from these weights, use load_weights). Collective."""
     runtime = engines.runtime
     rank = runtime.rank if rank is None else rank
-    marker = _read_marker(path)
+    marker = read_marker(path)
     if marker is None:
         raise FileNotFoundError(f"{path} is not a complete textgan checkpoint (no valid {COMPLETE} marker)")
     layout = {"world_size": runtime.world_size, "G_stage": engines.G_stage, "D_stage": engines.D_stage}
@@ -250,15 +240,19 @@ def load_checkpoint(path: str, engines, rank=None) -> dict:
         details = ", ".join(f"{k} {saved} (now {now})" for k, (saved, now) in wrong.items())
         raise ValueError(f"checkpoint {path} was saved with {details}: resume needs the same layout; "
                          "start a new run from its weights with --init-from instead")
+    bad = nonfinite_in_checkpoint(path)
+    if bad:
+        raise ValueError(f"checkpoint {path} is not usable: {nonfinite_message(bad)}; resume from an earlier "
+                         "one (--resume auto picks the newest finite checkpoint)")
     tag = marker["tag"]
     for side, engine in (("G", engines.G), ("D", engines.D)):
         loaded, _ = engine.load_checkpoint(os.path.join(path, side), tag=tag, load_optimizer_states=True,
                                            load_lr_scheduler_states=False)
         if loaded is None:
             raise FileNotFoundError(f"DeepSpeed found no {side} checkpoint under {os.path.join(path, side)}")
-    engines.G_ema.load_state_dict(_load(os.path.join(path, WEIGHTS_FILE))["G_ema"])
-    client = dict(_load(os.path.join(path, CLIENT_FILE)))
-    mine = _load(os.path.join(path, rank_file(rank)))
+    engines.G_ema.load_state_dict(load_plain(os.path.join(path, WEIGHTS_FILE))["G_ema"])
+    client = dict(load_plain(os.path.join(path, CLIENT_FILE)))
+    mine = load_plain(os.path.join(path, rank_file(rank)))
     restore_rng(mine["rng"])
     client["rank_state"] = mine["state"]
     runtime.barrier()
@@ -274,7 +268,10 @@ def load_weights(path: str) -> dict:
             raise FileNotFoundError(f"{path} holds no complete textgan checkpoint")
         path = latest
     file = os.path.join(path, WEIGHTS_FILE) if os.path.isdir(path) else path
-    weights = _load(file)
+    weights = load_plain(file)
     if not isinstance(weights, dict) or not {"G", "D", "G_ema"} <= set(weights):
         raise ValueError(f"{file} is not a textgan weights file (expected the keys G, D, G_ema)")
+    bad = nonfinite_tensors({k: weights[k] for k in ("G", "D", "G_ema")})
+    if bad:
+        raise ValueError(f"{file} is not usable: {nonfinite_message(bad)}; take an earlier checkpoint")
     return weights

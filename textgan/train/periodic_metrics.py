@@ -13,9 +13,10 @@ What it adds to textgan.metrics.MetricEvaluator (which measures and writes metri
   wall time since the previous metrics, metrics included) and `Timing/metrics_fraction_total`.
 - The best checkpoint of the primary metric (the first one listed): a full checkpoint in
   RUN/best/NAME/ (RUN/best is its own checkpoint root, so keep_checkpoints never prunes it), saved
-  whenever the value improves. Its client state carries the record {"metric", "value", "kimg", "tick"},
-  which is read back at start: the best survives resume, and `textgan eval RUN/best/NAME` or
-  `textgan export RUN/best/NAME` find it like any checkpoint.
+  whenever the value improves; a kill at any step of that replacement leaves the old or the new best
+  (textgan.train.checkpoint.recover_replacements). Its client state carries the record {"metric",
+  "value", "kimg", "tick"}, which is read back at start: the best survives resume, and
+  `textgan eval RUN/best/NAME` or `textgan export RUN/best/NAME` find it like any checkpoint.
 """
 
 import math
@@ -24,14 +25,17 @@ import time
 
 import torch
 
-from textgan.train.checkpoint import CLIENT_FILE, complete_checkpoints, save_checkpoint
+from textgan.train.checkpoint import CLIENT_FILE, complete_checkpoints, recover_replacements, save_checkpoint
 
 BEST_DIR = "best"  # RUN/best/<metric>/: the best checkpoint of the primary metric
 BEST_KEY = "best_metric"  # its record in that checkpoint's client state
 
 
 def read_best(best_root: str, metric: str):
-    """The record of the complete best checkpoint of `metric` under best_root, with its path; or None."""
+    """The record of the complete best checkpoint of `metric` under best_root, with its path; or None.
+    A replacement that a crash cut between its two renames is finished first (recover_replacements):
+    otherwise the best would be forgotten and the next, worse value would take its place."""
+    recover_replacements(best_root)
     for _, path in complete_checkpoints(best_root):
         if os.path.basename(path) == metric:
             client = torch.load(os.path.join(path, CLIENT_FILE), map_location="cpu", weights_only=True)
