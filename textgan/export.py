@@ -1,7 +1,7 @@
 """`textgan export`: G_ema and its config as one standalone file, loadable without DeepSpeed.
 
     textgan export runs/00003-demo --out demo-G.pt        # newest complete checkpoint of the run
-    textgan export runs/00003-demo/checkpoints/000048 --out demo-G.pt
+    textgan export runs/00003-demo/checkpoints/000048.000 --out demo-G.pt
 
     from textgan.export import load_generator, load_generator_from_checkpoint
     G, cfg = load_generator("demo-G.pt")                  # nn.Module in eval mode, the run's config

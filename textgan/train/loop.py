@@ -18,7 +18,7 @@ from textgan.data.loader import eval_loader, train_loader
 from textgan.data.manifest import load_manifest
 from textgan.losses.objective import GANObjective
 from textgan.nets import build_networks_from_config as build_nets
-from textgan.train.checkpoint import find_latest, load_checkpoint, load_weights, save_checkpoint
+from textgan.train.checkpoint import checkpoint_tag, find_latest, load_checkpoint, load_weights, save_checkpoint
 from textgan.train.contrastive_setup import build_contrastive
 from textgan.train.engines import build_engines
 from textgan.train.grids import fixed_grid_inputs, save_grid
@@ -115,7 +115,7 @@ def training_loop(cfg, runtime, run_dir: str, resume=None, init_from=None, argv=
         if stop_requested is not None and stop_requested():  # preemption / time limit: save, leave
             partial = {"tick_start_nimg": tick_start_nimg, "skipped_before": skipped_before,
                        "seconds": time.time() - tick_start, "stats": collector.state_dict()}
-            path = save_checkpoint(ckpt_root, f"{state.cur_nimg // 1000:06d}", engines, client_state(),
+            path = save_checkpoint(ckpt_root, checkpoint_tag(state.cur_nimg), engines, client_state(),
                                    cfg.schedule.keep_checkpoints,
                                    rank_state={"loader": loader.state_dict(), "partial_tick": partial})
             log(f"stopped at kimg {state.cur_nimg / 1000:.3f} (tick {state.tick + 1} in progress); saved {path}")
@@ -153,7 +153,7 @@ def training_loop(cfg, runtime, run_dir: str, resume=None, init_from=None, argv=
             writer.add_image_grid("Samples/fakes", grid, state.cur_nimg / 1000)
         snapshot = None
         if done or state.tick % cfg.schedule.network_snapshot_ticks == 0:
-            snapshot = save_checkpoint(ckpt_root, f"{state.cur_nimg // 1000:06d}", engines, client_state(),
+            snapshot = save_checkpoint(ckpt_root, checkpoint_tag(state.cur_nimg), engines, client_state(),
                                        cfg.schedule.keep_checkpoints, rank_state={"loader": loader.state_dict()})
         if metrics.due(state.tick, done):  # every rank; after the checkpoint, so a result names its snapshot
             metrics.run(engines, text, state, writer, snapshot, client_state(), {"loader": loader.state_dict()})
