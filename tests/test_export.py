@@ -17,7 +17,7 @@ from textgan.config import load_config, to_yaml
 from textgan.errors import UsageError
 from textgan.export import FORMAT, build_nets, c_dim_of, load_generator, read_export
 
-TOTAL_KIMG = 0.032  # two ticks of two iterations; both ticks write a checkpoint (tag 000000)
+TOTAL_KIMG = 0.032  # two ticks of two iterations; each tick writes a checkpoint (000000.016, 000000.032)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_export_writes_G_ema_and_the_resolved_config_as_plain_data(run_dir, tmp_
     assert data["arch"] == "stylegan2" and data["c_dim"] == 128  # textgan-demo-clip embeds in 128-d
     assert data["text_encoder"] == {"model": "textgan-demo-clip", "pretrained": None, "random_weights": True}
     assert data["kimg"] == pytest.approx(TOTAL_KIMG) and data["tick"] == 2
-    assert data["source"] == str(run_dir / "checkpoints" / "000000")
+    assert data["source"] == str(run_dir / "checkpoints" / "000000.032")
     expected = checkpoint_weights(run_dir)["G_ema"]
     assert data["G_ema"].keys() == expected.keys()
     for name, value in expected.items():
@@ -67,7 +67,7 @@ def test_export_writes_G_ema_and_the_resolved_config_as_plain_data(run_dir, tmp_
 @pytest.mark.slow
 @pytest.mark.multiproc
 def test_run_dir_checkpoints_root_and_checkpoint_dir_export_the_same(run_dir, tmp_path):
-    paths = [run_dir, run_dir / "checkpoints", run_dir / "checkpoints" / "000000"]
+    paths = [run_dir, run_dir / "checkpoints", run_dir / "checkpoints" / "000000.032"]
     files = []
     for i, path in enumerate(paths):
         files.append(tmp_path / f"G{i}.pt")
@@ -119,19 +119,19 @@ def test_export_errors_exit_2_and_name_the_problem(run_dir, tmp_path, capsys):
     assert code == 2 and "does not exist" in printed.err
 
     incomplete = tmp_path / "incomplete"  # a run whose only checkpoint never got its COMPLETE marker
-    shutil.copytree(run_dir / "checkpoints" / "000000", incomplete / "checkpoints" / "tmp-000000")
-    (incomplete / "checkpoints" / "tmp-000000" / "COMPLETE").unlink()
+    shutil.copytree(run_dir / "checkpoints" / "000000.032", incomplete / "checkpoints" / "tmp-000000.032")
+    (incomplete / "checkpoints" / "tmp-000000.032" / "COMPLETE").unlink()
     shutil.copy(run_dir / "config.yaml", incomplete / "config.yaml")
     code, printed = export(incomplete, tmp_path / "G.pt", capsys)
     assert code == 2 and "no complete checkpoint" in printed.err
 
-    orphan = tmp_path / "orphan" / "checkpoints" / "000000"  # a checkpoint copied away from its run
-    shutil.copytree(run_dir / "checkpoints" / "000000", orphan)
+    orphan = tmp_path / "orphan" / "checkpoints" / "000000.032"  # a checkpoint copied away from its run
+    shutil.copytree(run_dir / "checkpoints" / "000000.032", orphan)
     code, printed = export(orphan, tmp_path / "G.pt", capsys)
     assert code == 2 and "config.yaml is missing" in printed.err
     assert not (tmp_path / "G.pt").exists()
 
-    weights = run_dir / "checkpoints" / "000000" / "weights.pt"  # checkpoint weights are not an export
+    weights = run_dir / "checkpoints" / "000000.032" / "weights.pt"  # checkpoint weights are not an export
     with pytest.raises(UsageError, match="textgan export RUN"):
         load_generator(str(weights))
 

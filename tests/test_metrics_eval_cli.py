@@ -53,7 +53,7 @@ def test_eval_measures_a_checkpoint_and_its_export_alike(run_dir, val_shards, tm
     for name in METRICS.split(","):
         records = [json.loads(x) for x in (run_dir / f"metric-{name}.jsonl").read_text().splitlines()]
         assert len(records) == 1 and records[0]["metric"] == name and records[0]["kimg"] == pytest.approx(0.016) and records[0]["tick"] == 1
-        assert records[0]["snapshot"] == str(run_dir / "checkpoints" / "000000")
+        assert records[0]["snapshot"] == str(run_dir / "checkpoints" / "000000.016")
         values[name] = records[0]["value"]
         assert any(line.startswith(name + " ") and f"{values[name]:.4f}" in line for line in lines), name
     assert values["fid32"] > 0 and values["fid32_train"] > 0 and 0 < values["diversity"] <= 1

@@ -66,7 +66,7 @@ def test_a_stop_mid_tick_saves_the_partial_tick_and_the_resumed_stats_are_exact(
     assert all(r.get("stopped") for r in first) and first[0]["kimg"] == 0.040
     assert [line["Progress/kimg"]["mean"] for line in stats_lines(run_dir)] == [0.032]  # tick 2 not written yet
 
-    ckpt = os.path.join(run_dir, "checkpoints", "000000")
+    ckpt = os.path.join(run_dir, "checkpoints", "000000.040")  # the stop's own tag: 40 images
     for rank in (0, 1):
         partial = torch.load(os.path.join(ckpt, f"rank{rank:05d}.pt"), weights_only=True)["state"]["partial_tick"]
         assert partial["tick_start_nimg"] == 32

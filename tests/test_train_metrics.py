@@ -74,7 +74,7 @@ def test_a_run_records_metrics_keeps_the_best_checkpoint_and_resumes_with_it(tmp
     fid = _lines(run_dir, PRIMARY)
     assert [(x["tick"], x["kimg"]) for x in fid] == [(1, 0.016), (2, 0.032), (3, 0.048)]
     # each result names the checkpoint of its tick (network_snapshot_ticks=1) and its protocol
-    assert [x["snapshot"] for x in fid] == [os.path.join(run_dir, "checkpoints", f"{0:06d}")] * 3
+    assert [x["snapshot"] for x in fid] == [os.path.join(run_dir, "checkpoints", t) for t in ("000000.016", "000000.032", "000000.048")]
     assert fid[0]["protocol"]["reference"]["split"] == "train" and fid[0]["protocol"]["num_samples"] == 64
     assert fid[0]["protocol"]["extractor"]["name"] == TINY_EXTRACTOR and len({x["value"] for x in fid}) == 3
     align = _lines(run_dir, "shapes_alignment")
@@ -97,7 +97,7 @@ def test_a_run_records_metrics_keeps_the_best_checkpoint_and_resumes_with_it(tmp
     best = min(fid, key=lambda x: x["value"])
     record = _best_record(run_dir)
     assert (record["value"], record["kimg"], record["metric"]) == (best["value"], best["kimg"], PRIMARY)
-    assert _complete(os.path.join(run_dir, "checkpoints")) == ["000000"]  # only the newest regular one
+    assert _complete(os.path.join(run_dir, "checkpoints")) == ["000000.048"]  # only the newest regular one
     assert _complete(os.path.join(run_dir, "best")) == [PRIMARY]
     assert first[0]["best_checkpoint"] == os.path.join(run_dir, "best", PRIMARY)
     assert first[0]["best_metric"] == record and first[1]["best_metric"] == record  # ranks agree
@@ -130,7 +130,7 @@ def test_a_run_records_metrics_keeps_the_best_checkpoint_and_resumes_with_it(tmp
     assert [x["tick"] for x in fid] == [1, 2, 3, 4, 5] and min(x["value"] for x in fid) > 0
     assert _best_record(run_dir) == {**record, "value": 0.0} == second[0]["best_metric"]
     assert _sha256(os.path.join(best_dir, "weights.pt")) == weights  # not overwritten by a worse G_ema
-    assert second[0]["kimg"] == 0.080 and _complete(os.path.join(run_dir, "checkpoints")) == ["000000"]
+    assert second[0]["kimg"] == 0.080 and _complete(os.path.join(run_dir, "checkpoints")) == ["000000.080"]
 
 
 def _sha256(path):

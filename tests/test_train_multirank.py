@@ -44,7 +44,7 @@ def test_two_ranks_zero2_train_checkpoint_and_exit_cleanly(tmp_path, shards):  #
         assert line["Loss/G/adv"]["num"] == line["Loss/D/adv_real"]["num"] == 2 * 2
         assert line["Timing/sec_per_tick"]["num"] == 2
 
-    ckpt = run_dir / "checkpoints" / "000000"
+    ckpt = run_dir / "checkpoints" / "000000.032"  # the last tick's (32 images)
     marker = json.loads((ckpt / "COMPLETE").read_text())
     assert (marker["world_size"], marker["G_stage"], marker["D_stage"]) == (2, 2, 2)
     for rank in (0, 1):
@@ -53,7 +53,7 @@ def test_two_ranks_zero2_train_checkpoint_and_exit_cleanly(tmp_path, shards):  #
         assert (own["rank"], loader["rank"], loader["world_size"]) == (rank, rank, 2)
         assert loader["seen"] == 4 * 4  # this rank's share: 4 iterations x batch_gpu 4
         for side in ("G", "D"):  # ZeRO-2: each rank saved its own partition of the optimizer state
-            assert (ckpt / side / "000000" / f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt").is_file()
+            assert (ckpt / side / "000000.032" / f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt").is_file()
 
     # Both ranks finished (a result each) and said so; no rank was aborted on the way out.
     logs = run_dir / "logs"
