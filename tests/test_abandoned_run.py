@@ -145,3 +145,12 @@ def test_a_pending_or_running_slurm_job_keeps_its_run_dir_until_it_ends(slurm_cl
         wait_for(lambda: not live_jobs(str(run_dir / "logs")), 60, "squeue to report the job ended")
         choice = choose_run_dir(str(tmp_path), "demo", "auto")
         assert (choice.run_dir, choice.reuse) == (str(run_dir), True)
+
+
+def test_only_runs_of_exactly_this_description_are_candidates(tmp_path):
+    from textgan.train.resume import choose_run_dir
+
+    for name in ("00000-sweep-demo", "00001-my-demo"):  # a sweep directory, another description
+        os.makedirs(tmp_path / name / "logs")
+    choice = choose_run_dir(str(tmp_path), "demo", "auto")
+    assert (choice.run_dir, choice.reuse, choice.notes) == (None, False, [])

@@ -15,6 +15,7 @@ choose_run_dir only looks (a --dry-run shows its choice); resolve_run_dir then a
 import dataclasses
 import datetime
 import os
+import re
 import shutil
 from typing import List, Optional
 
@@ -56,8 +57,10 @@ def choose_run_dir(outdir: str, desc: str, resume) -> RunDirChoice:
         return RunDirChoice(None, None)
     if resume != "auto":
         return _explicit(resume)
-    suffix = f"-{sanitize_desc(desc)}"
-    runs = sorted(d for d in os.listdir(outdir) if d.endswith(suffix)) if os.path.isdir(outdir) else []
+    # exactly NNNNN-desc: a sweep directory NNNNN-sweep-desc or a run NNNNN-other-desc is another run
+    desc = sanitize_desc(desc)
+    same = re.compile(r"\d+" + (f"-{re.escape(desc)}" if desc else ""))  # as rundir.create_run_dir names them
+    runs = sorted(d for d in os.listdir(outdir) if same.fullmatch(d)) if os.path.isdir(outdir) else []
     for name in reversed(runs):
         run_dir = os.path.join(outdir, name)
         if find_latest(os.path.join(run_dir, CHECKPOINTS)):
