@@ -17,7 +17,8 @@ DEMO = os.path.join(ROOT, "configs", "demo.yaml")
 
 
 def submit_args(outdir, shards_dir, *extra, total_kimg):  # noqa: F811
-    sets = [x for kv in TINY + [f"data.shards={shards_dir}", f"schedule.total_kimg={total_kimg}"] for x in ("--set", kv)]
+    settings = TINY + [f"data.shards={shards_dir}", f"schedule.total_kimg={total_kimg}"]
+    sets = [x for kv in settings for x in ("--set", kv)]
     return [sys.executable, SUBMIT, "--local", "--config", DEMO, "--outdir", str(outdir), *sets, *extra]
 
 
@@ -50,7 +51,7 @@ def has_stats(run_dir) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.multiproc
-def test_a_run_killed_before_its_first_checkpoint_is_reused_by_resume_auto_once_its_job_is_gone(tmp_path, shards):  # noqa: F811,E501
+def test_a_run_killed_before_its_first_checkpoint_is_reused_once_its_job_is_gone(tmp_path, shards):  # noqa: F811
     outdir = tmp_path / "runs"
     run_dir = outdir / "00000-demo"
     # A long job that logs every tick but would save its first checkpoint only after 1000 ticks.

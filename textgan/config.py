@@ -344,10 +344,11 @@ def validate(cfg) -> None:
 
 def numeric_keys(cls=TrainConfig, prefix: str = "") -> dict:
     """{dotted key: int or float} for every numeric field of the config schema (Optional ones included)."""
-    found = {}
+    found, hints = {}, typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        hint = typing.get_type_hints(cls)[f.name]
-        inner = [a for a in typing.get_args(hint) if a is not type(None)] if typing.get_origin(hint) is typing.Union else [hint]
+        hint = hints[f.name]
+        optional = typing.get_origin(hint) is typing.Union  # Optional[X]: look at X
+        inner = [a for a in typing.get_args(hint) if a is not type(None)] if optional else [hint]
         if len(inner) == 1 and dataclasses.is_dataclass(inner[0]):
             found.update(numeric_keys(inner[0], f"{prefix}{f.name}."))
         elif len(inner) == 1 and inner[0] in (int, float):

@@ -97,7 +97,8 @@ def _stale(run_dir: str) -> list:
     found = []
     ckpt_root = os.path.join(run_dir, CHECKPOINTS)
     if os.path.isdir(ckpt_root):
-        found += [(os.path.join(CHECKPOINTS, n), _size(os.path.join(ckpt_root, n))) for n in sorted(os.listdir(ckpt_root))]
+        found += [(os.path.join(CHECKPOINTS, n), _size(os.path.join(ckpt_root, n)))
+                  for n in sorted(os.listdir(ckpt_root))]
     found += [(n, _size(os.path.join(run_dir, n))) for n in sorted(os.listdir(run_dir))
               if n not in (LOGS, CHECKPOINTS) and not n.startswith(ABANDONED_PREFIX)]
     return found
