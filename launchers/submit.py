@@ -6,8 +6,9 @@
     python launchers/submit.py --config configs/coco256.yaml --nodes 4 --gpus-per-node 8 \\
         --partition gpu --time 2-00:00:00 --account myproj --dry-run                # show the sbatch script
 
-Everything that can be checked is checked before a job exists (config, shards and their
-manifest, text encoder, the Slurm request); a bad request exits with code 2 and submits nothing.
+Everything that can be checked is checked before a job exists, --dry-run included (config values and
+their ranges, shards and their manifest, text encoder, --init-from, --resume, the Slurm request and its
+batch script, GPUs for --local); a bad request exits with code 2 and creates nothing.
 A Slurm submission prints the job id, run directory, logs and how to follow the job, then returns
 (--wait follows it); a --local job is a child of this command, so it waits unless --no-wait.
 This file only builds the request; training lives in textgan.train, sbatch options in textgan.launch.slurm.
@@ -23,7 +24,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from textgan.config import check_world, load_config, to_yaml  # noqa: E402
 from textgan.errors import UsageError  # noqa: E402
-from textgan.launch.slurm import add_slurm_arguments, log_paths, render_sbatch, slurm_request  # noqa: E402
+from textgan.launch.checks import check_config_resources, check_request  # noqa: E402
+from textgan.launch.slurm import add_slurm_arguments, log_paths, slurm_request  # noqa: E402
+from textgan.train.prepare import check_init_from, ensure_shards  # noqa: E402
+from textgan.train.resume import choose_run_dir, resolve_run_dir  # noqa: E402
+from textgan.train.rundir import sanitize_desc  # noqa: E402
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -49,28 +54,25 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = make_parser().parse_args(argv)
     try:
+        # Every check first, --dry-run included; each only reads (textgan.launch.checks).
         request = slurm_request(args, local=args.local)
         cfg = load_config(args.config, args.overrides)
         if request.max_requeues is None:  # the option wins over the config's bound
             request.max_requeues = cfg.schedule.max_requeues
         accumulation = check_world(cfg, request.world_size)
-        if not cfg.desc:
-            cfg.desc = os.path.splitext(os.path.basename(args.config))[0]
+        if not cfg.desc:  # the config file's name, made safe for a directory and a job name
+            cfg.desc = sanitize_desc(os.path.splitext(os.path.basename(args.config))[0])
         request.job_name = request.job_name or f"textgan-{cfg.desc}"
+        check_init_from(args.init_from)
+        manifest = check_config_resources(cfg)
+        choice = choose_run_dir(args.outdir, cfg.desc, args.resume)
+        run_dir_shown = choice.run_dir or os.path.join(os.path.abspath(args.outdir), f"NNNNN-{cfg.desc}")
+        script = check_request(request, args.local, args.dry_run, os.path.join(run_dir_shown, "logs"))
         if args.dry_run:
-            print_dry_run(args, cfg, request, accumulation)
+            print_dry_run(args, cfg, request, accumulation, manifest, choice, script)
             return 0
-        from textgan.train.prepare import check_contrastive, check_text_encoder, ensure_shards
-        from textgan.train.resume import resolve_run_dir
-
-        check_text_encoder(cfg)
-        check_contrastive(cfg, ensure_shards(cfg))
-        if not args.local:
-            from textgan.launch.slurm import have_slurm
-
-            if not have_slurm():
-                raise UsageError("sbatch/srun not found: run this on a Slurm login node, or use --local to run "
-                                 "on this machine (--dry-run shows the batch script without Slurm)")
+        # Only now anything is written: the demo's shards (when missing), then the run directory.
+        ensure_shards(cfg)
         run_dir, resume = resolve_run_dir(args.outdir, cfg.desc, args.resume)
     except UsageError as e:
         print(f"submit.py: error: {e}", file=sys.stderr)
@@ -78,16 +80,29 @@ def main(argv=None) -> int:
     return submit(args, cfg, request, os.path.abspath(run_dir), resume)
 
 
-def print_dry_run(args, cfg, request, accumulation: int) -> None:
+def print_dry_run(args, cfg, request, accumulation: int, manifest: dict, choice, script) -> None:
     print(to_yaml(cfg), end="")
     print(f"# world size {request.world_size} = {request.nodes} node(s) x {request.tasks_per_node} task(s); "
           f"gradient accumulation {accumulation}")
+    if manifest.get("planned"):
+        print(f"# data: {cfg.data.shards} has no shards yet; the submission builds {manifest['samples']} "
+              f"captioned-shapes samples there first (data.build_shapes_if_missing)")
+    else:
+        print(f"# data: {cfg.data.shards}: {manifest['samples']} samples at {cfg.data.resolution} px")
+    for note in choice.notes:
+        print(f"# {note}")
+    if choice.run_dir is None:
+        print(f"# run dir: a new one, {os.path.join(os.path.abspath(args.outdir), f'NNNNN-{cfg.desc}')}")
+    elif not choice.reuse:
+        print(f"# run dir: {choice.run_dir}, resuming from "
+              f"{'its newest complete checkpoint' if choice.resume == 'auto' else choice.resume}")
+    if args.init_from:
+        print(f"# initial G/D/G_ema weights: {args.init_from}")
     if args.local:
         print(f"# --local: submitit's local executor, {request.tasks_per_node} process(es), time limit "
               f"{request.time_min} min; no sbatch script")
         return
-    folder = os.path.join(os.path.abspath(args.outdir), f"NNNNN-{cfg.desc}", "logs")
-    print(f"# sbatch script (the run directory NNNNN is numbered at submission):\n{render_sbatch(request, folder)}")
+    print(f"# sbatch script (the run directory NNNNN is numbered at submission):\n{script}")
 
 
 def submit(args, cfg, request, run_dir: str, resume) -> int:

@@ -6,8 +6,9 @@
     python launchers/sweep.py collect runs/00012-sweep-contrastive_weights      # refresh the table
     python launchers/sweep.py --config configs/demo.yaml --grid configs/sweeps/model_size.yaml --dry-run
 
-The grid (see textgan/launch/sweep_grid.py) expands into points; every point is validated (config,
-world size, shards, text encoder) before anything is submitted, and a bad one exits with code 2.
+The grid (see textgan/launch/sweep_grid.py) expands into points; every point passes the checks submit.py
+runs (config values and ranges, world size, shards, text encoder; --dry-run included) before anything is
+created, and a bad one exits with code 2.
 The sweep directory `OUTDIR/{id:05d}-sweep-GRID/` holds sweep.json (what was submitted), logs/, one run
 directory per point named after its overrides, and results.csv / results.md after `collect`.
 Each array task is a normal training job: it checkpoints, requeues and resumes like submit.py's.
@@ -24,8 +25,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from textgan.config import check_world, load_config, to_yaml  # noqa: E402
 from textgan.errors import UsageError  # noqa: E402
 from textgan.launch.results import SWEEP_FILE, collect  # noqa: E402
-from textgan.launch.slurm import add_slurm_arguments, render_sbatch, slurm_request  # noqa: E402
+from textgan.launch.checks import check_config_resources, check_request  # noqa: E402
+from textgan.launch.slurm import add_slurm_arguments, slurm_request  # noqa: E402
 from textgan.launch.sweep_grid import expand_grid, load_grid  # noqa: E402
+from textgan.train.prepare import ensure_shards  # noqa: E402
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -58,25 +61,16 @@ def collect_main(argv) -> int:
 
 
 def resolve_points(args, request):
-    """Every point's validated config: [(point, cfg)]. Raises UsageError naming the point."""
-    from textgan.train.prepare import check_contrastive, check_text_encoder, ensure_shards
-
+    """Every point's validated config: [(point, cfg)], each through the checks submit.py runs (only reads,
+    --dry-run included: textgan.launch.checks). Raises UsageError naming the point."""
     grid = load_grid(args.grid)
     points = expand_grid(grid)
-    resolved, checked_shards, checked_encoders = [], {}, set()
+    resolved = []
     for point in points:
         try:
             cfg = load_config(args.config, list(args.overrides) + point.overrides)
             check_world(cfg, request.world_size)
-            if not args.dry_run:
-                encoder = (cfg.text_encoder.model, cfg.text_encoder.pretrained, cfg.text_encoder.random_weights)
-                if encoder not in checked_encoders:
-                    check_text_encoder(cfg)
-                    checked_encoders.add(encoder)
-                data = (cfg.data.shards, cfg.data.resolution, cfg.schedule.batch_gpu)
-                if data not in checked_shards:
-                    checked_shards[data] = ensure_shards(cfg)
-                check_contrastive(cfg, checked_shards[data])  # cheap: file checks and the manifest
+            check_config_resources(cfg)  # text encoder, shards (or the demo's planned ones), contrastive
         except UsageError as e:
             raise UsageError(f"sweep point {point.name} ({' '.join(point.overrides)}): {e}") from e
         cfg.desc = point.name
@@ -98,11 +92,12 @@ def main(argv=None) -> int:
         request = slurm_request(args, local=args.local)
         grid, resolved = resolve_points(args, request)
         request.job_name = request.job_name or f"textgan-sweep-{grid.name}"
-        if not args.local and not args.dry_run:
-            from textgan.launch.slurm import have_slurm
-
-            if not have_slurm():
-                raise UsageError("sbatch/srun not found: run this on a Slurm login node, or use --local")
+        folder = os.path.join(os.path.abspath(args.outdir), f"NNNNN-sweep-{grid.name}", "logs")
+        script = check_request(request, args.local, args.dry_run, folder, array_size=len(resolved),
+                               array_parallelism=args.max_parallel)
+        if not args.dry_run:  # every point passed: now build the demo's shards where they are missing
+            for _, cfg in resolved:
+                ensure_shards(cfg)
     except UsageError as e:
         print(f"sweep.py: error: {e}", file=sys.stderr)
         return e.exit_code
@@ -111,9 +106,8 @@ def main(argv=None) -> int:
         print(f"  {point.name}")
     if args.dry_run:
         if not args.local:
-            folder = os.path.join(os.path.abspath(args.outdir), f"NNNNN-sweep-{grid.name}", "logs")
             print("# sbatch script (one job array; NNNNN is numbered at submission):")
-            print(render_sbatch(request, folder, array_size=len(resolved), array_parallelism=args.max_parallel))
+            print(script)
         return 0
     return submit(args, request, grid, resolved)
 

@@ -7,8 +7,12 @@ the closest valid one, and fail before any work starts (textgan.errors.UsageErro
 Vocabulary follows StyleGAN: kimg, tick, snapshot, batch_size (global), batch_gpu (per rank).
 """
 
+import dataclasses
 import difflib
+import math
 import os
+import re
+import typing
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -17,6 +21,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 from textgan.errors import UsageError
 from textgan.metrics.config import MetricsConfig, validate_metrics_config
+from textgan.ranges import above, at_least, between, check_range
 
 
 @dataclass
@@ -164,6 +169,60 @@ CHOICES = {
     "contrastive.precomputed": ("auto", "require", "never"),
 }
 
+# The allowed range of every numeric key (tests/test_config_ranges.py checks that none is missing); the
+# metrics section's are METRICS_RANGES. NaN and +-inf are refused for every float, listed here or not.
+SEED = between(0, 2**32 - 1)
+PROBABILITY = between(0, 1)
+RANGES = {
+    "data.build_shapes_if_missing": at_least(0, "0: never build"),
+    "data.num_workers": at_least(0, "0: load in the training process"),
+    "data.max_skip_rate": between(0, 1, "a fraction of the samples read"),
+    "model.size": above(0),
+    "model.channel_base": at_least(1),
+    "model.channel_max": at_least(1),
+    "model.z_dim": at_least(1),
+    "model.w_dim": at_least(1),
+    "model.mapping_layers": at_least(1),
+    "model.mbstd_group_size": at_least(1),
+    "loss.r1_gamma": at_least(0),
+    "loss.pl_weight": at_least(0, "0 disables it"),
+    "loss.pl_decay": PROBABILITY,
+    "loss.style_mixing_prob": PROBABILITY,
+    "loss.matching_aware": at_least(0, "0 disables it"),
+    "loss.ortho_reg": at_least(0, "0 disables it"),
+    "loss.weight_decay": at_least(0, "0 disables it"),
+    "loss.grad_clip": above(0, "null: no clipping"),
+    **{f"contrastive.{k}": at_least(0, "0 disables it")
+       for k in ("C_it", "C_ii", "h", "S_D", "S_clip", "S_perceptual", "text_noise")},
+    "contrastive.temperature": above(0),
+    "contrastive.head_dim": at_least(1),
+    "augment.ada_target": PROBABILITY,
+    "augment.ada_kimg": above(0),
+    "augment.ada_interval": at_least(1),
+    "optim.G_lr": at_least(0, "0 freezes G"),
+    "optim.D_lr": at_least(0, "0 freezes D"),
+    "optim.eps": above(0),
+    "optim.warmup_kimg": at_least(0),
+    "schedule.total_kimg": above(0),
+    "schedule.kimg_per_tick": above(0),
+    "schedule.batch_size": at_least(1),
+    "schedule.batch_gpu": at_least(1),
+    "schedule.G_reg_interval": at_least(0, "0 disables the phase"),
+    "schedule.D_reg_interval": at_least(0, "0 disables the phase"),
+    "schedule.ema_kimg": above(0),
+    "schedule.ema_rampup": above(0, "null: no ramp-up"),
+    "schedule.image_snapshot_ticks": at_least(1),
+    "schedule.network_snapshot_ticks": at_least(1),
+    "schedule.keep_checkpoints": at_least(1),
+    "schedule.max_nonfinite_steps": at_least(1),
+    "schedule.max_requeues": at_least(0),
+    "dist.num_threads": at_least(1, "null: this node's cores / its ranks"),
+    "seed": SEED,
+}
+# Characters a run description may hold: it names the run directory and the Slurm job (in the batch
+# script), so nothing a shell or a path would read specially.
+DESC_CHARS = re.compile(r"[A-Za-z0-9._+=-]*")
+
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
     """{"a": {"b": 1}} -> {"a.b": 1}; leaves only."""
@@ -215,7 +274,10 @@ def _recipe_chain(path: str, seen: tuple = ()) -> list:
         raise UsageError(f"config file {path} does not exist{where}; recipes live in configs/") from e
     except Exception as e:  # yaml errors carry line and column
         raise UsageError(f"{path} is not valid YAML: {e}") from e
-    base = loaded.pop("base", None) if isinstance(loaded, DictConfig) else None
+    if not isinstance(loaded, DictConfig):  # a list, or a bare value: OmegaConf cannot merge it into sections
+        raise UsageError(f"{path} must hold a mapping of config sections (data:, model:, schedule:, ...), "
+                         f"not a {type(OmegaConf.to_container(loaded)).__name__}; see configs/demo.yaml")
+    base = loaded.pop("base", None)
     if base is None:
         return [(path, loaded)]
     if not isinstance(base, str):
@@ -253,22 +315,19 @@ def validate(cfg) -> None:
         value = OmegaConf.select(cfg, key)
         if value not in allowed:
             raise UsageError(f"config key '{key}' is {value!r}; allowed: {', '.join(map(str, allowed))}")
+    validate_ranges(cfg)
+    if not DESC_CHARS.fullmatch(cfg.desc):
+        raise UsageError(f"config key 'desc' is {cfg.desc!r}; allowed characters: letters, digits and . _ + = - "
+                         "(it names the run directory and the Slurm job)")
     res = cfg.data.resolution
     if res < 16 or res > 1024 or res & (res - 1):
         raise UsageError(f"config key 'data.resolution' is {res}; it must be a power of two from 16 to 1024")
     sched = cfg.schedule
-    for key in ("batch_size", "batch_gpu"):
-        if getattr(sched, key) < 1:
-            raise UsageError(f"config key 'schedule.{key}' must be >= 1 (got {getattr(sched, key)})")
     if sched.batch_size % sched.batch_gpu:
         raise UsageError(
             f"config key 'schedule.batch_size' ({sched.batch_size}) must be a multiple of "
             f"'schedule.batch_gpu' ({sched.batch_gpu}) times the number of ranks"
         )
-    if sched.max_requeues < 0:
-        raise UsageError(f"config key 'schedule.max_requeues' must be >= 0 (got {sched.max_requeues})")
-    if sched.total_kimg <= 0 or sched.kimg_per_tick <= 0:
-        raise UsageError("config keys 'schedule.total_kimg' and 'schedule.kimg_per_tick' must be > 0")
     if cfg.model.arch == "cgan":
         # The DCGAN baseline maps (z, c) straight to an image: it has no styles (ws) to mix or to
         # measure a path length on, so these terms cannot apply; refuse rather than ignore them.
@@ -281,19 +340,38 @@ def validate(cfg) -> None:
             )
     validate_contrastive(cfg)
     validate_metrics_config(cfg.metrics)
-    if len(cfg.optim.betas) != 2:
-        raise UsageError(f"config key 'optim.betas' must be two floats, got {list(cfg.optim.betas)}")
+
+
+def numeric_keys(cls=TrainConfig, prefix: str = "") -> dict:
+    """{dotted key: int or float} for every numeric field of the config schema (Optional ones included)."""
+    found, hints = {}, typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        optional = typing.get_origin(hint) is typing.Union  # Optional[X]: look at X
+        inner = [a for a in typing.get_args(hint) if a is not type(None)] if optional else [hint]
+        if len(inner) == 1 and dataclasses.is_dataclass(inner[0]):
+            found.update(numeric_keys(inner[0], f"{prefix}{f.name}."))
+        elif len(inner) == 1 and inner[0] in (int, float):
+            found[f"{prefix}{f.name}"] = inner[0]
+    return found
+
+
+def validate_ranges(cfg) -> None:
+    """Every numeric key inside its range (RANGES), every float finite, optim.betas two numbers in [0, 1)."""
+    for key, allowed in RANGES.items():
+        check_range(f"config key '{key}'", OmegaConf.select(cfg, key), allowed)
+    for key, kind in numeric_keys().items():
+        value = OmegaConf.select(cfg, key)
+        if kind is float and value is not None and not math.isfinite(value):
+            raise UsageError(f"config key '{key}' must be a finite number, got {value!r}")
+    betas = list(cfg.optim.betas)
+    if len(betas) != 2 or not all(isinstance(b, (int, float)) and math.isfinite(b) and 0 <= b < 1 for b in betas):
+        raise UsageError(f"config key 'optim.betas' must be two numbers from 0 to below 1 (Adam's beta1, beta2), "
+                         f"got {betas}")
 
 
 def validate_contrastive(cfg) -> None:
     cc = cfg.contrastive
-    for key in ("C_it", "C_ii", "h", "S_D", "S_clip", "S_perceptual", "text_noise"):
-        if getattr(cc, key) < 0:
-            raise UsageError(f"config key 'contrastive.{key}' must be >= 0 (0 disables it), got {getattr(cc, key)}")
-    if not cc.temperature > 0:
-        raise UsageError(f"config key 'contrastive.temperature' must be > 0, got {cc.temperature}")
-    if cc.head_dim < 1:
-        raise UsageError(f"config key 'contrastive.head_dim' must be >= 1, got {cc.head_dim}")
     if cc.S_perceptual * cc.C_ii > 0 and not cc.perceptual:
         raise UsageError(
             "the ResNet/VGG image-image loss is on (contrastive.S_perceptual x contrastive.C_ii > 0) but no network "

@@ -9,6 +9,13 @@ Each option maps onto one parameter of submitit's SlurmExecutor, which writes it
 (SBATCH_FLAGS below, also shown in the README). submitit adds what makes requeue work: `--signal=USR2@delay`
 (the warning before the time limit), `--open-mode=append` (every attempt of a requeued job appends to the
 same log files, so no attempt's log is lost) and srun with one process per task.
+
+Nothing from the command line or a config reaches the shell unquoted: submitit quotes every `#SBATCH`
+value and every srun argument (shlex.quote), and executor_parameters / render_sbatch refuse control
+characters (newlines above all) in every value and path written into the script, because a newline in
+a `#SBATCH` value ends the comment and starts a command line. --setup lines are shell commands by design
+(e.g. `module load cuda`): each is one line, written as given. tests/test_sbatch_quoting.py runs the
+rendered script with bash to prove it.
 """
 
 import dataclasses
@@ -55,6 +62,20 @@ DEFAULT_SIGNAL_DELAY_S = 120
 # submitit treats the USR2 warning as a time-out (not a preemption) when it comes after 80% of the
 # time limit, or at any time for limits under 10 minutes; the signal must also leave time to save.
 MIN_SECONDS_AFTER_SIGNAL = 60
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+# the option (or config key) each submitit parameter comes from, for error messages
+_PARAMETER_SOURCE = {"job_name": "--job-name (default: textgan-DESC, the config key 'desc')", "mem": "--mem",
+                     "partition": "--partition", "account": "--account", "qos": "--qos", "constraint": "--constraint",
+                     "exclude": "--exclude", "nodelist": "--nodelist", "additional_parameters": "--sbatch",
+                     "setup": "--setup", "srun_args": "--cpus-per-task"}
+
+
+def check_script_text(source: str, value) -> None:
+    """UsageError unless value is one line without control characters: it is written into the batch script."""
+    found = _CONTROL_CHARS.search(str(value))
+    if found:
+        raise UsageError(f"{source} {str(value)!r} contains the control character {found.group()!r}: values "
+                         "written into the batch script must be one line of printable characters")
 
 
 def parse_time(text: str) -> int:
@@ -117,7 +138,8 @@ def add_slurm_arguments(p) -> None:
     g.add_argument("--sbatch", dest="sbatch_options", action="append", default=[], metavar="KEY=VALUE",
                    help="any other sbatch option (repeatable), e.g. --sbatch mail-type=END --sbatch exclusive")
     g.add_argument("--setup", action="append", default=[], metavar="COMMAND",
-                   help="shell line run in the batch script before the job (repeatable), e.g. 'module load cuda'")
+                   help="shell line run in the batch script before the job (repeatable), e.g. 'module load cuda'; "
+                        "written as given (it is a shell command), one line each")
     g.add_argument("--signal-delay", type=int, default=DEFAULT_SIGNAL_DELAY_S, metavar="SECONDS",
                    help="how long before the time limit Slurm warns the job (USR2) so it can checkpoint and "
                         f"requeue (default {DEFAULT_SIGNAL_DELAY_S})")
@@ -166,6 +188,13 @@ class SlurmRequest:
                     "additional_parameters": dict(self.extra) or None, "setup": list(self.setup) or None,
                     "array_parallelism": array_parallelism}
         params.update({k: v for k, v in optional.items() if v is not None})
+        for key, value in params.items():  # every value submitit will write into the batch script
+            if isinstance(value, dict):
+                lines = [f"{k}={v}" for k, v in value.items()]
+            else:
+                lines = value if isinstance(value, list) else [value]
+            for line in lines:
+                check_script_text(_PARAMETER_SOURCE.get(key, key), line)
         return params
 
 
@@ -202,12 +231,14 @@ def slurm_request(args, local: bool = False) -> SlurmRequest:
         raise UsageError(f"--mem {args.mem!r}: use a number with an optional unit K, M, G or T, e.g. 64G")
     if local and args.nodes != 1:
         raise UsageError("--local runs on this machine: use --nodes 1 (and --tasks-per-node for several ranks)")
-    return SlurmRequest(
+    request = SlurmRequest(
         nodes=args.nodes, tasks_per_node=tasks, gpus_per_node=args.gpus_per_node, time_min=time_min,
         signal_delay_s=args.signal_delay, max_requeues=args.max_requeues, job_name=args.job_name,
         cpus_per_task=args.cpus_per_task, mem=args.mem, partition=args.partition, account=args.account,
         qos=args.qos, constraint=args.constraint, exclude=args.exclude, nodelist=args.nodelist,
         extra=parse_sbatch_options(args.sbatch_options), setup=list(args.setup))
+    request.executor_parameters()  # refuses what cannot go into a batch script, before anything exists
+    return request
 
 
 def submitit_command(folder: str) -> str:
@@ -221,6 +252,7 @@ def render_sbatch(request: SlurmRequest, folder: str, array_size: Optional[int] 
     has no public renderer; tests/test_slurm_jobs.py checks it against the script a real job used)."""
     from submitit.slurm.slurm import _make_sbatch_string
 
+    check_script_text("the log folder (--outdir, or the run directory)", folder)
     params = request.executor_parameters(array_parallelism)
     if array_size is not None and array_size > 1:
         params["map_count"] = array_size
@@ -229,6 +261,12 @@ def render_sbatch(request: SlurmRequest, folder: str, array_size: Optional[int] 
 
 def have_slurm() -> bool:
     return shutil.which("sbatch") is not None and shutil.which("srun") is not None
+
+
+def require_slurm() -> None:
+    if not have_slurm():
+        raise UsageError("sbatch/srun not found: run this on a Slurm login node, or use --local to run on this "
+                         "machine (--dry-run shows the batch script without Slurm)")
 
 
 def make_executor(request: SlurmRequest, folder: str, local: bool, array_parallelism: Optional[int] = None):
@@ -241,9 +279,8 @@ def make_executor(request: SlurmRequest, folder: str, local: bool, array_paralle
         executor.update_parameters(timeout_min=request.time_min, tasks_per_node=request.tasks_per_node,
                                    nodes=1, signal_delay_s=request.signal_delay_s)
         return executor
-    if not have_slurm():
-        raise UsageError("sbatch/srun not found: run this on a Slurm login node, or use --local to run on this "
-                         "machine (--dry-run shows the batch script without Slurm)")
+    require_slurm()
+    check_script_text("the log folder (--outdir, or the run directory)", folder)
     executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=request.max_requeues)
     executor.update_parameters(**request.executor_parameters(array_parallelism))
     return executor

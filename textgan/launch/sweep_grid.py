@@ -31,7 +31,8 @@ class Grid:
 
     @property
     def name(self) -> str:
-        return os.path.splitext(os.path.basename(self.path))[0]
+        """The grid file's name, made safe for directory and Slurm job names (like a run's desc)."""
+        return sanitize_desc(os.path.splitext(os.path.basename(self.path))[0])
 
 
 @dataclasses.dataclass

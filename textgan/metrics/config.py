@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from textgan.errors import UsageError
+from textgan.ranges import at_least, between, check_range
 
 # torch-fidelity's name for its TF-ported InceptionV3 (the one every published FID uses).
 INCEPTION = "inception-v3-compat"
@@ -44,6 +44,20 @@ class MetricsConfig:
     batch_size: int = 64  # images per generator / feature-extractor forward, per rank
 
 
+# The allowed range of every numeric key of MetricsConfig (textgan.config.RANGES holds the other sections').
+METRICS_RANGES = {
+    "metrics_ticks": at_least(0, "0: no metrics during training"),
+    "num_samples": at_least(1),
+    "caption_seed": between(0, 2**32 - 1),
+    "kid_subsets": at_least(1),
+    "kid_subset_size": at_least(1),
+    "isc_splits": at_least(1),
+    "diversity_captions": at_least(1),
+    "diversity_samples": at_least(2, "diversity compares samples of one caption"),
+    "batch_size": at_least(1),
+}
+
+
 def default_cache_dir() -> str:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "textgan", "metrics")
@@ -58,12 +72,5 @@ def validate_metrics_config(cfg, prefix: str = "metrics") -> None:
     from textgan.metrics.registry import parse_metrics
 
     parse_metrics(cfg.metrics)
-    positive = ("num_samples", "kid_subsets", "kid_subset_size", "isc_splits", "diversity_captions", "batch_size")
-    for key in positive:
-        if int(getattr(cfg, key)) < 1:
-            raise UsageError(f"{prefix}.{key} must be >= 1, got {getattr(cfg, key)}")
-    if int(cfg.diversity_samples) < 2:
-        raise UsageError(f"{prefix}.diversity_samples must be >= 2 (diversity compares samples of one caption), "
-                         f"got {cfg.diversity_samples}")
-    if int(cfg.metrics_ticks) < 0:
-        raise UsageError(f"{prefix}.metrics_ticks must be >= 0 (0: no metrics during training), got {cfg.metrics_ticks}")
+    for key, allowed in METRICS_RANGES.items():
+        check_range(f"{prefix}.{key}", getattr(cfg, key), allowed)

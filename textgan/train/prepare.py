@@ -4,7 +4,9 @@ advance may fail an hour later on a compute node.
 - the shards exist (the demo builds its captioned-shapes shards when they are missing) and
   their manifest matches the config (resolution);
 - the text encoder can be resolved: a known open_clip model, a weights file that exists, or
-  random weights asked for explicitly.
+  random weights asked for explicitly;
+- the weights of --init-from exist (a complete checkpoint or a weights file).
+Every check here only reads; ensure_shards(build=True) is the one step that writes (the demo's shards).
 """
 
 import difflib
@@ -16,17 +18,31 @@ from textgan.data.manifest import load_manifest
 from textgan.errors import UsageError
 
 
-def ensure_shards(cfg, log=print) -> dict:
-    """The manifest of cfg.data.shards, building demo shapes shards first when allowed."""
+def ensure_shards(cfg, log=print, build: bool = True) -> dict:
+    """The manifest of cfg.data.shards, building demo shapes shards first when allowed.
+
+    build=False (the checks before submission, --dry-run): build nothing; when the demo's shards are
+    still to be built, check the manifest they will have (the config's resolution, the configured
+    sample count, no precomputed features) instead."""
     shards = cfg.data.shards
-    if not os.path.isfile(os.path.join(shards, fmt.MANIFEST_NAME)) and cfg.data.build_shapes_if_missing > 0:
-        from textgan.data.builder import BuildConfig, build
+    missing = not os.path.isfile(os.path.join(shards, fmt.MANIFEST_NAME))
+    if missing and cfg.data.build_shapes_if_missing > 0 and not build:
+        planned = {"settings": {"resolution": cfg.data.resolution, "features": {}},
+                   "samples": cfg.data.build_shapes_if_missing, "planned": True}
+        return _check_manifest(cfg, planned)
+    if missing and cfg.data.build_shapes_if_missing > 0:
+        from textgan.data.builder import BuildConfig
+        from textgan.data.builder import build as build_shards
 
         log(f"{shards} has no shards yet: building {cfg.data.build_shapes_if_missing} captioned-shapes samples "
             f"at {cfg.data.resolution} px (data.build_shapes_if_missing)")
-        build(BuildConfig(source="shapes", out=shards, resolution=cfg.data.resolution,
+        build_shards(BuildConfig(source="shapes", out=shards, resolution=cfg.data.resolution,
                           n=cfg.data.build_shapes_if_missing, seed=0, progress=sys.stderr.isatty()))
-    manifest = load_manifest(shards)
+    return _check_manifest(cfg, load_manifest(shards))
+
+
+def _check_manifest(cfg, manifest: dict) -> dict:
+    shards = cfg.data.shards
     built = manifest["settings"]["resolution"]
     if built != cfg.data.resolution:
         raise UsageError(
@@ -91,3 +107,19 @@ def check_contrastive(cfg, manifest: dict) -> None:
                 f"{' or '.join(missing)} features; build them with the shard builder's --clip-model/--perceptual "
                 "options, or set contrastive.precomputed=auto"
             )
+
+
+def check_init_from(path) -> None:
+    """--init-from must name weights that load: a complete checkpoint, a run's checkpoints/ directory with
+    one, or a weights file (what textgan.train.checkpoint.load_weights reads; nothing is loaded here)."""
+    if path is None:
+        return
+    from textgan.train.checkpoint import COMPLETE, find_latest
+
+    usage = ("give a checkpoint (runs/<run>/checkpoints/<tag>), a run's checkpoints/ directory, or an exported "
+             "weights file")
+    if os.path.isdir(path):
+        if not os.path.exists(os.path.join(path, COMPLETE)) and find_latest(path) is None:
+            raise UsageError(f"--init-from {path}: the directory holds no complete textgan checkpoint; {usage}")
+    elif not os.path.isfile(path):
+        raise UsageError(f"--init-from {path}: no such file or directory; {usage}")
