@@ -27,7 +27,6 @@ Worker-side details: textgan/data/loader_streams.py (streams), loader_samples.py
 
 import hashlib
 import json
-import os
 import signal
 
 import torch
@@ -35,7 +34,7 @@ from torch.utils.data import DataLoader
 
 from textgan.data.loader_samples import feature_flags
 from textgan.data.loader_streams import EvalStream, TrainStream
-from textgan.data.manifest import load_manifest
+from textgan.data.manifest import load_manifest, shard_path
 from textgan.errors import UsageError
 
 STATE_FORMAT = "textgan-train-loader"
@@ -69,7 +68,7 @@ class _ShardSet:
     def __init__(self, shards_dir: str):
         self.manifest = load_manifest(shards_dir)
         shards = self.manifest.get("shards") or []
-        self.paths = [os.path.join(shards_dir, s["name"]) for s in shards]
+        self.paths = [shard_path(shards_dir, s) for s in shards]
         self.counts = [int(s["samples"]) for s in shards]
         if not shards or sum(self.counts) == 0:
             raise UsageError(f"{shards_dir}: the manifest lists no samples; rebuild the shards.")
