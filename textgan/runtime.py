@@ -114,6 +114,10 @@ class Runtime:
         # Without this, the CPU accelerator JIT-compiles a shared-memory all-reduce (83 s the first
         # time) that gloo training does not need.
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+        if self.world_size == 1:
+            _init_private_group(backend)
+        # With a group already there DeepSpeed adopts it (deepspeed.comm wraps torch.distributed's
+        # default group) instead of creating a second one.
         deepspeed.init_distributed(dist_backend=backend)
         if dist.get_world_size() != self.world_size or dist.get_rank() != self.rank:
             raise RuntimeError(
@@ -187,6 +191,32 @@ class Runtime:
         np.random.seed(rank_seed % 2**32)
         torch.manual_seed(rank_seed)  # also seeds every CUDA device
         return rank_seed
+
+
+def _init_private_group(backend: str) -> None:
+    """The process group of a world of one, reachable from nowhere else.
+
+    The env:// rendezvous that deepspeed.init_distributed would use starts a TCPStore server, and
+    that server listens on every interface (0.0.0.0 / ::) whatever MASTER_ADDR says: a port
+    anyone on the network could talk to, for a job that has no one to talk to. An in-process
+    HashStore needs no socket. gloo still opens a listening socket of its own (on the address the
+    host name resolves to); GLOO_SOCKET_IFNAME pins it, and every group created later (DeepSpeed
+    creates some), to the loopback interface, unless the user chose an interface already."""
+    if backend == "gloo" and "GLOO_SOCKET_IFNAME" not in os.environ:
+        loopback = loopback_interface()
+        if loopback is not None:
+            os.environ["GLOO_SOCKET_IFNAME"] = loopback
+    dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+
+
+def loopback_interface() -> Optional[str]:
+    """Name of the network interface that holds 127.0.0.1 ("lo" on Linux), or None."""
+    import psutil
+
+    for name, addresses in psutil.net_if_addrs().items():
+        if any(a.family == socket.AF_INET and a.address == "127.0.0.1" for a in addresses):
+            return name
+    return None
 
 
 # ---------------------------------------------------------------------- launcher detection

@@ -1,0 +1,64 @@
+"""A world of one listens on no network interface: its process group needs no rendezvous server.
+
+A real process (no launcher variables, MASTER_ADDR=127.0.0.1 as a user would export) starts the
+runtime, builds the two DeepSpeed engines on ZeRO-2 (which make process groups of their own),
+trains three steps, and lists its own listening sockets. Before the fix torch's TCPStore listened
+on `::` (every interface) for the whole run."""
+
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+
+SCRIPT = textwrap.dedent("""
+    import json, math
+    import psutil
+    import torch.distributed as dist
+    import deepspeed.comm as ds_comm
+    from dist_util import floats, setup_training, tiny_cfg
+    from textgan.train.step import train_step
+
+    cfg = tiny_cfg("dist.zero_stage_G=2", "dist.zero_stage_D=2")
+    runtime, engines, objective, batches, state = setup_training(cfg)
+    losses = [floats(train_step(engines, objective, batches, lambda b: b["c"], state, cfg, runtime))
+              for _ in range(3)]
+    listening = [list(c.laddr)[:2] for c in psutil.Process().net_connections(kind="inet")
+                 if c.status == psutil.CONN_LISTEN]
+    print(json.dumps({
+        "listening": listening,
+        "finite": all(math.isfinite(v) for step in losses for v in step.values()),
+        "torch_world": dist.get_world_size(),
+        "deepspeed_initialized": ds_comm.is_initialized(),
+        "deepspeed_world": ds_comm.get_world_size(),
+    }))
+    runtime.shutdown()
+""")
+
+
+def _is_loopback(host: str) -> bool:
+    address = ipaddress.ip_address(host)
+    if getattr(address, "ipv4_mapped", None) is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+@pytest.mark.multiproc
+def test_a_world_of_one_trains_without_listening_on_any_network_interface():
+    drop = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_PORT", "GLOO_SOCKET_IFNAME")
+    env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith(("SLURM_", "SUBMITIT_"))}
+    env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1",
+               PYTHONPATH=os.pathsep.join([TESTS, env.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["finite"] and report["torch_world"] == 1
+    assert report["deepspeed_initialized"] and report["deepspeed_world"] == 1  # DeepSpeed adopted our group
+    wildcard = [addr for addr in report["listening"] if addr[0] in ("0.0.0.0", "::")]
+    assert not wildcard, f"listening on every interface: {wildcard}"
+    assert all(_is_loopback(host) for host, _ in report["listening"]), report["listening"]
