@@ -1,9 +1,9 @@
-"""A world of one listens on no network interface: its process group needs no rendezvous server.
+"""A job whose ranks meet on this host's loopback address listens on no network interface.
 
 A real process (no launcher variables, MASTER_ADDR=127.0.0.1 as a user would export) starts the
 runtime, builds the two DeepSpeed engines on ZeRO-2 (which make process groups of their own),
-trains three steps, and lists its own listening sockets. Before the fix torch's TCPStore listened
-on `::` (every interface) for the whole run."""
+trains three steps, and lists its own listening sockets; then the same with two local ranks.
+Before the fix torch's TCPStore listened on `::` (every interface) for the whole run."""
 
 import ipaddress
 import json
@@ -13,6 +13,7 @@ import sys
 import textwrap
 
 import pytest
+from dist_util import run_ranks
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
@@ -62,3 +63,35 @@ def test_a_world_of_one_trains_without_listening_on_any_network_interface():
     wildcard = [addr for addr in report["listening"] if addr[0] in ("0.0.0.0", "::")]
     assert not wildcard, f"listening on every interface: {wildcard}"
     assert all(_is_loopback(host) for host, _ in report["listening"]), report["listening"]
+
+
+def two_rank_job(rank, world_size):
+    import math
+
+    import deepspeed.comm as ds_comm
+    import psutil
+    from dist_util import floats, setup_training, tiny_cfg
+
+    from textgan.train.step import train_step
+
+    cfg = tiny_cfg("dist.zero_stage_G=2", "dist.zero_stage_D=2")
+    runtime, engines, objective, batches, state = setup_training(cfg)
+    losses = [floats(train_step(engines, objective, batches, lambda b: b["c"], state, cfg, runtime))
+              for _ in range(2)]
+    listening = [list(c.laddr)[:2] for c in psutil.Process().net_connections(kind="inet")
+                 if c.status == psutil.CONN_LISTEN]
+    return {"listening": listening, "finite": all(math.isfinite(v) for step in losses for v in step.values()),
+            "deepspeed_world": ds_comm.get_world_size()}
+
+
+@pytest.mark.multiproc
+def test_local_ranks_meeting_on_loopback_listen_only_on_loopback(tmp_path):
+    ranks = run_ranks(two_rank_job, tmp_path, world_size=2)  # MASTER_ADDR=127.0.0.1, like torchrun's
+    assert all(r["finite"] for r in ranks)  # a real job that trains (each rank reports its own stats)
+    assert [r["deepspeed_world"] for r in ranks] == [2, 2]
+    store_port = [port for _, port in ranks[0]["listening"]]
+    assert store_port, "rank 0 serves the store"
+    for rank in ranks:
+        wildcard = [addr for addr in rank["listening"] if addr[0] in ("0.0.0.0", "::")]
+        assert not wildcard, f"listening on every interface: {wildcard}"
+        assert all(_is_loopback(host) for host, _ in rank["listening"]), rank["listening"]

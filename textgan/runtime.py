@@ -16,10 +16,16 @@ Launchers and what they leave in the environment:
 `deepspeed.init_distributed` needs all of RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT;
 with one missing it falls back to MPI discovery and fails (no mpi4py). `export_env` fills them in.
 
+Rendezvous and open ports: a world of one, and ranks meeting at a loopback MASTER_ADDR (not under
+torchrun, whose agent serves the store), get their process group from `init_distributed` itself,
+with nothing listening beyond the loopback interface (tests/test_runtime_sockets.py); other jobs
+use DeepSpeed's env:// rendezvous, whose store listens on every interface of rank 0's node.
+
 Only this Runtime object carries the rank: it is built once at the entry point and passed down;
 library code never reads rank or world size from globals or the environment.
 """
 
+import ipaddress
 import os
 import random
 import re
@@ -116,6 +122,9 @@ class Runtime:
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
         if self.world_size == 1:
             _init_private_group(backend)
+        elif _is_loopback(os.environ["MASTER_ADDR"]) and "TORCHELASTIC_USE_AGENT_STORE" not in os.environ:
+            # (torchrun's agent already serves the store on MASTER_PORT: left to torchrun)
+            _init_loopback_group(backend, self.rank, self.world_size, int(os.environ["MASTER_PORT"]))
         # With a group already there DeepSpeed adopts it (deepspeed.comm wraps torch.distributed's
         # default group) instead of creating a second one.
         deepspeed.init_distributed(dist_backend=backend)
@@ -193,20 +202,53 @@ class Runtime:
         return rank_seed
 
 
-def _init_private_group(backend: str) -> None:
-    """The process group of a world of one, reachable from nowhere else.
+# The env:// rendezvous that deepspeed.init_distributed would use starts a TCPStore server, and that
+# server listens on every interface (0.0.0.0 / ::) whatever MASTER_ADDR says. For a job whose ranks
+# all meet on this host's loopback address that is a port open to the network for nothing, so the
+# two functions below start the process group themselves; DeepSpeed then adopts it.
 
-    The env:// rendezvous that deepspeed.init_distributed would use starts a TCPStore server, and
-    that server listens on every interface (0.0.0.0 / ::) whatever MASTER_ADDR says: a port
-    anyone on the network could talk to, for a job that has no one to talk to. An in-process
-    HashStore needs no socket. gloo still opens a listening socket of its own (on the address the
-    host name resolves to); GLOO_SOCKET_IFNAME pins it, and every group created later (DeepSpeed
-    creates some), to the loopback interface, unless the user chose an interface already."""
+
+def _init_private_group(backend: str) -> None:
+    """A world of one: an in-process HashStore, so no store socket at all."""
+    _pin_gloo_to_loopback(backend)
+    dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+
+
+def _init_loopback_group(backend: str, rank: int, world_size: int, port: int) -> None:
+    """Ranks that all meet at a loopback MASTER_ADDR: rank 0 binds the store's socket to 127.0.0.1
+    itself and hands it to TCPStore (master_listen_fd), the others connect there."""
+    from datetime import timedelta
+
+    timeout = timedelta(minutes=int(os.environ.get("DEEPSPEED_TIMEOUT", 10)))  # DeepSpeed's default
+    _pin_gloo_to_loopback(backend)
+    listen_fd = None
+    if rank == 0:
+        server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", port))
+        server.listen(max(128, world_size))
+        listen_fd = server.detach()  # the store owns (and closes) it from here
+    store = dist.TCPStore("127.0.0.1", port, world_size, rank == 0, timeout=timeout, master_listen_fd=listen_fd)
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
+
+
+def _pin_gloo_to_loopback(backend: str) -> None:
+    """gloo opens listening sockets of its own, on the address the host name resolves to;
+    GLOO_SOCKET_IFNAME pins them, and those of every group created later (DeepSpeed creates
+    some), to the loopback interface, unless the user chose an interface already."""
     if backend == "gloo" and "GLOO_SOCKET_IFNAME" not in os.environ:
         loopback = loopback_interface()
         if loopback is not None:
             os.environ["GLOO_SOCKET_IFNAME"] = loopback
-    dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything, on any node
+        return False
 
 
 def loopback_interface() -> Optional[str]:
