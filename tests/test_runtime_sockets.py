@@ -2,7 +2,7 @@
 
 A real process (no launcher variables, MASTER_ADDR=127.0.0.1 as a user would export) starts the
 runtime, builds the two DeepSpeed engines on ZeRO-2 (which make process groups of their own),
-trains three steps, and lists its own listening sockets; then the same with two local ranks.
+trains two steps, and lists its own listening sockets; then the same with two local ranks.
 Before the fix torch's TCPStore listened on `::` (every interface) for the whole run."""
 
 import ipaddress
@@ -17,28 +17,38 @@ from dist_util import run_ranks
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
-SCRIPT = textwrap.dedent("""
-    import json, math
+
+def train_and_list_sockets(rank=0, world_size=1) -> dict:
+    """Build the engines (ZeRO-2) through the Runtime, train two steps, list the listening sockets."""
+    import math
+
+    import deepspeed.comm as ds_comm
     import psutil
     import torch.distributed as dist
-    import deepspeed.comm as ds_comm
     from dist_util import floats, setup_training, tiny_cfg
+
     from textgan.train.step import train_step
 
     cfg = tiny_cfg("dist.zero_stage_G=2", "dist.zero_stage_D=2")
     runtime, engines, objective, batches, state = setup_training(cfg)
     losses = [floats(train_step(engines, objective, batches, lambda b: b["c"], state, cfg, runtime))
-              for _ in range(3)]
-    listening = [list(c.laddr)[:2] for c in psutil.Process().net_connections(kind="inet")
-                 if c.status == psutil.CONN_LISTEN]
-    print(json.dumps({
-        "listening": listening,
-        "finite": all(math.isfinite(v) for step in losses for v in step.values()),
+              for _ in range(2)]
+    return {
+        "listening": [list(c.laddr)[:2] for c in psutil.Process().net_connections(kind="inet")
+                      if c.status == psutil.CONN_LISTEN],
+        "finite": all(math.isfinite(v) for step in losses for v in step.values()),  # each rank's own stats
         "torch_world": dist.get_world_size(),
-        "deepspeed_initialized": ds_comm.is_initialized(),
+        "deepspeed_initialized": ds_comm.is_initialized(),  # DeepSpeed adopted the group we started
         "deepspeed_world": ds_comm.get_world_size(),
-    }))
-    runtime.shutdown()
+    }
+
+
+SCRIPT = textwrap.dedent("""
+    import json
+    import torch.distributed as dist
+    from test_runtime_sockets import train_and_list_sockets
+    print(json.dumps(train_and_list_sockets()))
+    dist.destroy_process_group()
 """)
 
 
@@ -47,6 +57,12 @@ def _is_loopback(host: str) -> bool:
     if getattr(address, "ipv4_mapped", None) is not None:
         address = address.ipv4_mapped
     return address.is_loopback
+
+
+def _assert_loopback_only(listening):
+    wildcard = [addr for addr in listening if addr[0] in ("0.0.0.0", "::")]
+    assert not wildcard, f"listening on every interface: {wildcard}"
+    assert all(_is_loopback(host) for host, _ in listening), listening
 
 
 @pytest.mark.multiproc
@@ -60,38 +76,14 @@ def test_a_world_of_one_trains_without_listening_on_any_network_interface():
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["finite"] and report["torch_world"] == 1
     assert report["deepspeed_initialized"] and report["deepspeed_world"] == 1  # DeepSpeed adopted our group
-    wildcard = [addr for addr in report["listening"] if addr[0] in ("0.0.0.0", "::")]
-    assert not wildcard, f"listening on every interface: {wildcard}"
-    assert all(_is_loopback(host) for host, _ in report["listening"]), report["listening"]
-
-
-def two_rank_job(rank, world_size):
-    import math
-
-    import deepspeed.comm as ds_comm
-    import psutil
-    from dist_util import floats, setup_training, tiny_cfg
-
-    from textgan.train.step import train_step
-
-    cfg = tiny_cfg("dist.zero_stage_G=2", "dist.zero_stage_D=2")
-    runtime, engines, objective, batches, state = setup_training(cfg)
-    losses = [floats(train_step(engines, objective, batches, lambda b: b["c"], state, cfg, runtime))
-              for _ in range(2)]
-    listening = [list(c.laddr)[:2] for c in psutil.Process().net_connections(kind="inet")
-                 if c.status == psutil.CONN_LISTEN]
-    return {"listening": listening, "finite": all(math.isfinite(v) for step in losses for v in step.values()),
-            "deepspeed_world": ds_comm.get_world_size()}
+    _assert_loopback_only(report["listening"])
 
 
 @pytest.mark.multiproc
 def test_local_ranks_meeting_on_loopback_listen_only_on_loopback(tmp_path):
-    ranks = run_ranks(two_rank_job, tmp_path, world_size=2)  # MASTER_ADDR=127.0.0.1, like torchrun's
-    assert all(r["finite"] for r in ranks)  # a real job that trains (each rank reports its own stats)
-    assert [r["deepspeed_world"] for r in ranks] == [2, 2]
-    store_port = [port for _, port in ranks[0]["listening"]]
-    assert store_port, "rank 0 serves the store"
+    ranks = run_ranks(train_and_list_sockets, tmp_path, world_size=2)  # MASTER_ADDR=127.0.0.1
+    assert all(r["finite"] and r["deepspeed_initialized"] for r in ranks)
+    assert [(r["torch_world"], r["deepspeed_world"]) for r in ranks] == [(2, 2), (2, 2)]
+    assert ranks[0]["listening"], "rank 0 serves the store"
     for rank in ranks:
-        wildcard = [addr for addr in rank["listening"] if addr[0] in ("0.0.0.0", "::")]
-        assert not wildcard, f"listening on every interface: {wildcard}"
-        assert all(_is_loopback(host) for host, _ in rank["listening"]), rank["listening"]
+        _assert_loopback_only(rank["listening"])

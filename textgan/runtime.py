@@ -225,7 +225,12 @@ def _init_loopback_group(backend: str, rank: int, world_size: int, port: int) ->
     if rank == 0:
         server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        server.bind(("127.0.0.1", port))
+        try:
+            server.bind(("127.0.0.1", port))
+        except OSError as e:
+            server.close()
+            raise RuntimeError(f"rank 0 cannot listen on 127.0.0.1:{port} (MASTER_PORT) for the rendezvous: {e}; "
+                               "export another MASTER_PORT (the same on every rank)") from None
         server.listen(max(128, world_size))
         listen_fd = server.detach()  # the store owns (and closes) it from here
     store = dist.TCPStore("127.0.0.1", port, world_size, rank == 0, timeout=timeout, master_listen_fd=listen_fd)
