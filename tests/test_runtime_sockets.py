@@ -15,11 +15,18 @@ import textwrap
 import pytest
 from dist_util import run_ranks
 
+from textgan.runtime import loopback_interface
+
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
 def train_and_list_sockets(rank=0, world_size=1) -> dict:
-    """Build the engines (ZeRO-2) through the Runtime, train two steps, list the listening sockets."""
+    return _train_and_list_sockets()[1]
+
+
+def _train_and_list_sockets() -> tuple:
+    """(runtime, report): build the engines (ZeRO-2) through the Runtime, train two steps, list the
+    listening sockets."""
     import math
 
     import deepspeed.comm as ds_comm
@@ -33,22 +40,24 @@ def train_and_list_sockets(rank=0, world_size=1) -> dict:
     runtime, engines, objective, batches, state = setup_training(cfg)
     losses = [floats(train_step(engines, objective, batches, lambda b: b["c"], state, cfg, runtime))
               for _ in range(2)]
-    return {
+    return runtime, {
         "listening": [list(c.laddr)[:2] for c in psutil.Process().net_connections(kind="inet")
                       if c.status == psutil.CONN_LISTEN],
         "finite": all(math.isfinite(v) for step in losses for v in step.values()),  # each rank's own stats
         "torch_world": dist.get_world_size(),
         "deepspeed_initialized": ds_comm.is_initialized(),  # DeepSpeed adopted the group we started
         "deepspeed_world": ds_comm.get_world_size(),
+        "gloo_interface": os.environ.get("GLOO_SOCKET_IFNAME"),
     }
 
 
 SCRIPT = textwrap.dedent("""
-    import json
-    import torch.distributed as dist
-    from test_runtime_sockets import train_and_list_sockets
-    print(json.dumps(train_and_list_sockets()))
-    dist.destroy_process_group()
+    import json, os
+    from test_runtime_sockets import _train_and_list_sockets
+    runtime, report = _train_and_list_sockets()
+    runtime.shutdown()
+    report["gloo_interface_after_shutdown"] = os.environ.get("GLOO_SOCKET_IFNAME")
+    print(json.dumps(report))
 """)
 
 
@@ -77,6 +86,9 @@ def test_a_world_of_one_trains_without_listening_on_any_network_interface():
     assert report["finite"] and report["torch_world"] == 1
     assert report["deepspeed_initialized"] and report["deepspeed_world"] == 1  # DeepSpeed adopted our group
     _assert_loopback_only(report["listening"])
+    # gloo was pinned to the loopback interface while the group lived, and only then
+    assert report["gloo_interface"] == loopback_interface() is not None
+    assert report["gloo_interface_after_shutdown"] is None
 
 
 @pytest.mark.multiproc

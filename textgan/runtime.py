@@ -32,7 +32,7 @@ import re
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -56,6 +56,8 @@ class Runtime:
     launcher: str  # one of LAUNCHERS; for logs and error messages
     master_addr: Optional[str] = None  # None: export_env picks the default for the launcher
     master_port: Optional[int] = None
+    # GLOO_SOCKET_IFNAME as init_distributed set it (see _pin_gloo_to_loopback); shutdown() unsets it
+    _pinned_gloo_interface: Optional[str] = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def is_main(self) -> bool:
@@ -121,9 +123,11 @@ class Runtime:
         # time) that gloo training does not need.
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
         if self.world_size == 1:
+            self._pinned_gloo_interface = _pin_gloo_to_loopback(backend)
             _init_private_group(backend)
         elif _is_loopback(os.environ["MASTER_ADDR"]) and "TORCHELASTIC_USE_AGENT_STORE" not in os.environ:
             # (torchrun's agent already serves the store on MASTER_PORT: left to torchrun)
+            self._pinned_gloo_interface = _pin_gloo_to_loopback(backend)
             _init_loopback_group(backend, self.rank, self.world_size, int(os.environ["MASTER_PORT"]))
         # With a group already there DeepSpeed adopts it (deepspeed.comm wraps torch.distributed's
         # default group) instead of creating a second one.
@@ -141,6 +145,9 @@ class Runtime:
         if dist.is_available() and dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()
+        pinned, self._pinned_gloo_interface = self._pinned_gloo_interface, None
+        if pinned is not None and os.environ.get("GLOO_SOCKET_IFNAME") == pinned:
+            del os.environ["GLOO_SOCKET_IFNAME"]  # jobs this process starts later may span nodes
 
     # ------------------------------------------------------------------ collectives (no-ops without a group)
 
@@ -210,7 +217,6 @@ class Runtime:
 
 def _init_private_group(backend: str) -> None:
     """A world of one: an in-process HashStore, so no store socket at all."""
-    _pin_gloo_to_loopback(backend)
     dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
 
 
@@ -220,7 +226,6 @@ def _init_loopback_group(backend: str, rank: int, world_size: int, port: int) ->
     from datetime import timedelta
 
     timeout = timedelta(minutes=int(os.environ.get("DEEPSPEED_TIMEOUT", 10)))  # DeepSpeed's default
-    _pin_gloo_to_loopback(backend)
     listen_fd = None
     if rank == 0:
         server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -237,14 +242,17 @@ def _init_loopback_group(backend: str, rank: int, world_size: int, port: int) ->
     dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
 
 
-def _pin_gloo_to_loopback(backend: str) -> None:
+def _pin_gloo_to_loopback(backend: str) -> Optional[str]:
     """gloo opens listening sockets of its own, on the address the host name resolves to;
     GLOO_SOCKET_IFNAME pins them, and those of every group created later (DeepSpeed creates
-    some), to the loopback interface, unless the user chose an interface already."""
-    if backend == "gloo" and "GLOO_SOCKET_IFNAME" not in os.environ:
-        loopback = loopback_interface()
-        if loopback is not None:
-            os.environ["GLOO_SOCKET_IFNAME"] = loopback
+    one), to the loopback interface, unless the user chose an interface already. It stays set
+    while the group lives (processes started meanwhile inherit it); returns what it set, or None."""
+    if backend != "gloo" or "GLOO_SOCKET_IFNAME" in os.environ:
+        return None
+    loopback = loopback_interface()
+    if loopback is not None:
+        os.environ["GLOO_SOCKET_IFNAME"] = loopback
+    return loopback
 
 
 def _is_loopback(host: str) -> bool:
