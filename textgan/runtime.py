@@ -16,17 +16,23 @@ Launchers and what they leave in the environment:
 `deepspeed.init_distributed` needs all of RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT;
 with one missing it falls back to MPI discovery and fails (no mpi4py). `export_env` fills them in.
 
+Rendezvous and open ports: a world of one, and ranks meeting at a loopback MASTER_ADDR (not under
+torchrun, whose agent serves the store), get their process group from `init_distributed` itself,
+with nothing listening beyond the loopback interface (tests/test_runtime_sockets.py); other jobs
+use DeepSpeed's env:// rendezvous, whose store listens on every interface of rank 0's node.
+
 Only this Runtime object carries the rank: it is built once at the entry point and passed down;
 library code never reads rank or world size from globals or the environment.
 """
 
+import ipaddress
 import os
 import random
 import re
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -50,6 +56,8 @@ class Runtime:
     launcher: str  # one of LAUNCHERS; for logs and error messages
     master_addr: Optional[str] = None  # None: export_env picks the default for the launcher
     master_port: Optional[int] = None
+    # GLOO_SOCKET_IFNAME as init_distributed set it (see _pin_gloo_to_loopback); shutdown() unsets it
+    _pinned_gloo_interface: Optional[str] = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def is_main(self) -> bool:
@@ -114,6 +122,15 @@ class Runtime:
         # Without this, the CPU accelerator JIT-compiles a shared-memory all-reduce (83 s the first
         # time) that gloo training does not need.
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+        if self.world_size == 1:
+            self._pinned_gloo_interface = _pin_gloo_to_loopback(backend)
+            _init_private_group(backend)
+        elif _is_loopback(os.environ["MASTER_ADDR"]) and "TORCHELASTIC_USE_AGENT_STORE" not in os.environ:
+            # (torchrun's agent already serves the store on MASTER_PORT: left to torchrun)
+            self._pinned_gloo_interface = _pin_gloo_to_loopback(backend)
+            _init_loopback_group(backend, self.rank, self.world_size, int(os.environ["MASTER_PORT"]))
+        # With a group already there DeepSpeed adopts it (deepspeed.comm wraps torch.distributed's
+        # default group) instead of creating a second one.
         deepspeed.init_distributed(dist_backend=backend)
         if dist.get_world_size() != self.world_size or dist.get_rank() != self.rank:
             raise RuntimeError(
@@ -128,6 +145,9 @@ class Runtime:
         if dist.is_available() and dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()
+        pinned, self._pinned_gloo_interface = self._pinned_gloo_interface, None
+        if pinned is not None and os.environ.get("GLOO_SOCKET_IFNAME") == pinned:
+            del os.environ["GLOO_SOCKET_IFNAME"]  # jobs this process starts later may span nodes
 
     # ------------------------------------------------------------------ collectives (no-ops without a group)
 
@@ -187,6 +207,71 @@ class Runtime:
         np.random.seed(rank_seed % 2**32)
         torch.manual_seed(rank_seed)  # also seeds every CUDA device
         return rank_seed
+
+
+# The env:// rendezvous that deepspeed.init_distributed would use starts a TCPStore server, and that
+# server listens on every interface (0.0.0.0 / ::) whatever MASTER_ADDR says. For a job whose ranks
+# all meet on this host's loopback address that is a port open to the network for nothing, so the
+# two functions below start the process group themselves; DeepSpeed then adopts it.
+
+
+def _init_private_group(backend: str) -> None:
+    """A world of one: an in-process HashStore, so no store socket at all."""
+    dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+
+
+def _init_loopback_group(backend: str, rank: int, world_size: int, port: int) -> None:
+    """Ranks that all meet at a loopback MASTER_ADDR: rank 0 binds the store's socket to 127.0.0.1
+    itself and hands it to TCPStore (master_listen_fd), the others connect there."""
+    from datetime import timedelta
+
+    timeout = timedelta(minutes=int(os.environ.get("DEEPSPEED_TIMEOUT", 10)))  # DeepSpeed's default
+    listen_fd = None
+    if rank == 0:
+        server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            server.bind(("127.0.0.1", port))
+        except OSError as e:
+            server.close()
+            raise RuntimeError(f"rank 0 cannot listen on 127.0.0.1:{port} (MASTER_PORT) for the rendezvous: {e}; "
+                               "export another MASTER_PORT (the same on every rank)") from None
+        server.listen(max(128, world_size))
+        listen_fd = server.detach()  # the store owns (and closes) it from here
+    store = dist.TCPStore("127.0.0.1", port, world_size, rank == 0, timeout=timeout, master_listen_fd=listen_fd)
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
+
+
+def _pin_gloo_to_loopback(backend: str) -> Optional[str]:
+    """gloo opens listening sockets of its own, on the address the host name resolves to;
+    GLOO_SOCKET_IFNAME pins them, and those of every group created later (DeepSpeed creates
+    one), to the loopback interface, unless the user chose an interface already. It stays set
+    while the group lives (processes started meanwhile inherit it); returns what it set, or None."""
+    if backend != "gloo" or "GLOO_SOCKET_IFNAME" in os.environ:
+        return None
+    loopback = loopback_interface()
+    if loopback is not None:
+        os.environ["GLOO_SOCKET_IFNAME"] = loopback
+    return loopback
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything, on any node
+        return False
+
+
+def loopback_interface() -> Optional[str]:
+    """Name of the network interface that holds 127.0.0.1 ("lo" on Linux), or None."""
+    import psutil
+
+    for name, addresses in psutil.net_if_addrs().items():
+        if any(a.family == socket.AF_INET and a.address == "127.0.0.1" for a in addresses):
+            return name
+    return None
 
 
 # ---------------------------------------------------------------------- launcher detection

@@ -27,7 +27,6 @@ Worker-side details: textgan/data/loader_streams.py (streams), loader_samples.py
 
 import hashlib
 import json
-import os
 import signal
 
 import torch
@@ -35,18 +34,12 @@ from torch.utils.data import DataLoader
 
 from textgan.data.loader_samples import feature_flags
 from textgan.data.loader_streams import EvalStream, TrainStream
-from textgan.data.manifest import load_manifest
+from textgan.data.manifest import load_manifest, shard_path
+from textgan.data.skip_alarm import SkipRateAlarm, SkipRateExceeded  # noqa: F401  (SkipRateExceeded: re-exported)
 from textgan.errors import UsageError
 
 STATE_FORMAT = "textgan-train-loader"
 STATE_VERSION = 1
-# The skip-rate alarm waits for this many samples, so that one bad sample among the first
-# few does not look like a 10% failure rate.
-MIN_SAMPLES_FOR_SKIP_RATE = 100
-
-
-class SkipRateExceeded(RuntimeError):
-    """More samples than the run's max_skip_rate allows were damaged."""
 
 
 def _passthrough(item):
@@ -69,7 +62,7 @@ class _ShardSet:
     def __init__(self, shards_dir: str):
         self.manifest = load_manifest(shards_dir)
         shards = self.manifest.get("shards") or []
-        self.paths = [os.path.join(shards_dir, s["name"]) for s in shards]
+        self.paths = [shard_path(shards_dir, s) for s in shards]
         self.counts = [int(s["samples"]) for s in shards]
         if not shards or sum(self.counts) == 0:
             raise UsageError(f"{shards_dir}: the manifest lists no samples; rebuild the shards.")
@@ -120,6 +113,7 @@ class TrainLoader:
         self._num_streams = max(num_workers, 1)  # num_workers=0: one stream in this process
         self._generation = 0
         self._state = {"batches": 0, "workers": {}, "skipped": 0, "seen": 0}
+        self._alarm = SkipRateAlarm(max_skip_rate, self.shards_dir, self._shards.paths, self._shards.counts)
 
     @property
     def skipped(self) -> int:
@@ -150,6 +144,7 @@ class TrainLoader:
             "workers": {w: list(pos) for w, pos in sorted(self._state["workers"].items())},
             "skipped": self._state["skipped"],
             "seen": self._state["seen"],
+            "damage": self._alarm.state(),  # what the skip-rate alarm knows per shard (see skip_alarm.py)
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -178,6 +173,7 @@ class TrainLoader:
             "skipped": int(state["skipped"]),
             "seen": int(state["seen"]),
         }
+        self._alarm.load(state.get("damage"))  # absent from states saved before the alarm knew shards
 
     def __iter__(self):
         self._generation += 1
@@ -201,28 +197,18 @@ class TrainLoader:
             state["skipped"] += batch.pop("_skipped")
             state["seen"] += batch.pop("_seen")
             state["batches"] += 1
-            self._check_skip_rate()
+            self._alarm.record(batch.pop("_damage"))
+            self._alarm.check(state["skipped"], state["seen"])
             yield batch
-
-    def _check_skip_rate(self):
-        skipped, seen = self._state["skipped"], self._state["seen"]
-        total = skipped + seen
-        if self.max_skip_rate is None or total < MIN_SAMPLES_FOR_SKIP_RATE:
-            return
-        if skipped / total > self.max_skip_rate:
-            raise SkipRateExceeded(
-                f"{skipped} of {total} samples ({skipped / total:.1%}) in {self.shards_dir} were damaged and "
-                f"skipped, more than max_skip_rate={self.max_skip_rate:g}; check the warnings for the "
-                "broken tars or samples and rebuild them, or raise max_skip_rate"
-            )
 
 
 def train_loader(shards_dir, batch_size, *, rank=0, world_size=1, seed=0, num_workers=2, max_skip_rate=None,
                  state=None) -> TrainLoader:
     """Infinite, resampled, resumable training batches for `rank` of `world_size` (see module doc).
 
-    max_skip_rate: raise SkipRateExceeded once skipped / (seen + skipped) exceeds it (checked after
-    MIN_SAMPLES_FOR_SKIP_RATE samples). state: a TrainLoader.state_dict() to continue from."""
+    max_skip_rate: raise SkipRateExceeded once the shards are known to be damaged beyond it: at least
+    that fraction of the samples their manifest lists cannot be served (textgan/data/skip_alarm.py).
+    state: a TrainLoader.state_dict() to continue from."""
     loader = TrainLoader(shards_dir, batch_size, rank=rank, world_size=world_size, seed=seed,
                          num_workers=num_workers, max_skip_rate=max_skip_rate)
     if state is not None:

@@ -9,6 +9,7 @@ Each batch carries bookkeeping keys that the main-process wrapper removes:
     _stream   logical stream (training) / worker slot (evaluation) that produced it
     _pos      training: (n, offset) of the stream just after this batch
     _skipped  samples skipped while producing this batch;  _seen  samples in it
+    _damage   training: {shard: samples known unservable} that grew since the last batch (_KnownDamage)
 An evaluation worker ends with a stats-only item ({"_stats_only": True, ...}) so that skips
 after its last full batch are counted too.
 """
@@ -32,6 +33,35 @@ def _worker_index() -> int:
         return 0
     torch.set_num_threads(1)
     return info.id
+
+
+class _KnownDamage:
+    """Per shard, how many of the samples its manifest entry declares this stream knows it cannot
+    serve: lost to truncation, plus those met in one visit that failed to decode. Reads are
+    deterministic, so this is a lower bound of the shard's damage; the skip-rate alarm
+    (textgan/data/skip_alarm.py) weighs it against the manifest. Unlike the skip count it does not
+    grow when a damaged shard is drawn again."""
+
+    def __init__(self):
+        self.known, self._reported, self._shard, self._visit = {}, {}, None, 0
+
+    def start_visit(self, shard: int, declared: int, readable: int) -> None:
+        self._shard, self._visit = shard, max(declared - readable, 0)
+        self._note()
+
+    def failed_sample(self) -> None:
+        self._visit += 1
+        self._note()
+
+    def _note(self) -> None:
+        if self._visit > self.known.get(self._shard, 0):
+            self.known[self._shard] = self._visit
+
+    def report(self) -> dict:
+        """What grew since the last report."""
+        grown = {s: n for s, n in self.known.items() if n != self._reported.get(s)}
+        self._reported.update(grown)
+        return grown
 
 
 class _ShardVisit:
@@ -85,7 +115,7 @@ class TrainStream(IterableDataset):
 
     def _batches(self, stream, n, offset):
         decoder = SampleDecoder(self.resolution, self.clip, self.perceptual)
-        skips, reported = SkipCounter(), 0
+        skips, reported, damage = SkipCounter(), 0, _KnownDamage()
         cache, visit = {}, None
         # A resumed stream re-enters visit n mid-way: that visit's losses were already counted.
         quiet_entry = offset > 0
@@ -96,6 +126,7 @@ class TrainStream(IterableDataset):
             if visit is None:
                 before = skips.count
                 visit = self._visit(stream, n, skips, cache)
+                damage.start_visit(visit.shard, self.counts[visit.shard], len(visit.raw))
                 if quiet_entry:
                     skips.count, quiet_entry = before, False
                 served_by_visit, visit_from_start = 0, offset == 0
@@ -119,13 +150,14 @@ class TrainStream(IterableDataset):
                 served_by_visit += 1
             except SampleError as exn:
                 skips.skip(f"{self.paths[visit.shard]}:{raw.get('__key__')}", str(exn))
+                damage.failed_sample()
                 continue
             if len(samples) == self.batch_size:
                 if offset >= len(visit):  # normalise: "visit n finished" is "visit n+1 not started"
                     n, offset, visit = n + 1, 0, None
                 batch = collate(samples)
                 batch.update(_stream=stream, _pos=(n, offset), _skipped=skips.count - reported,
-                             _seen=len(samples))
+                             _seen=len(samples), _damage=damage.report())
                 reported, samples = skips.count, []
                 yield batch
 

@@ -84,7 +84,45 @@ def load_manifest_file(path: str) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != fmt.FORMAT_NAME:
         got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
         raise UsageError(f"{path} is not a textgan shard manifest (format={got!r}).")
+    check_shard_entries(manifest, path)
     return manifest
+
+
+def check_shard_entries(manifest: dict, path: str) -> None:
+    """UsageError unless every shards[] entry names a plain file inside the manifest's directory.
+    Readers join these names to the shard directory: a name like `../x.tar` or `/etc/x` would make
+    the loader, verify, merge or the metrics read (and merge vouch for) files outside it."""
+    shards = manifest.get("shards", [])
+    if not isinstance(shards, list):
+        raise UsageError(f"{path}: \"shards\" must be a list of {{name, samples, sha256}} entries, got "
+                         f"{type(shards).__name__}; rebuild the shards or restore the file.")
+    for i, entry in enumerate(shards):
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not is_plain_file_name(name):
+            raise UsageError(
+                f"{path}: shards[{i}] has name {name!r}, which is not a plain file name in the shard directory "
+                "(no directory part, no '..', not absolute); a manifest may only list tars that lie next to it. "
+                "Rebuild the shards, or restore the manifest the builder wrote.")
+        samples = entry.get("samples")
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
+            raise UsageError(f"{path}: shards[{i}] ({name}) has samples={samples!r}; it must be an integer >= 0. "
+                             "Rebuild the shards, or restore the manifest the builder wrote.")
+
+
+def is_plain_file_name(name) -> bool:
+    """A single path component naming a file: not empty, '.', '..', absolute, or with a separator."""
+    return (isinstance(name, str) and name not in ("", ".", "..") and "\0" not in name
+            and "/" not in name and "\\" not in name and os.path.basename(name) == name)
+
+
+def shard_path(shards_dir: str, entry: dict) -> str:
+    """The path of a manifest's shard entry; every reader joins names through this (it re-checks the
+    name, for manifests that did not come through load_manifest_file)."""
+    name = entry.get("name") if isinstance(entry, dict) else None
+    if not is_plain_file_name(name):
+        raise UsageError(f"{shards_dir}: manifest shard name {name!r} is not a plain file name in the shard "
+                         "directory; rebuild the shards, or restore the manifest the builder wrote.")
+    return os.path.join(shards_dir, name)
 
 
 def skipped_sort_key(entry: dict):

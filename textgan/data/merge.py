@@ -12,7 +12,7 @@ import os
 
 from textgan.data import format as fmt
 from textgan.data.manifest import (find_part_manifests, load_manifest_file, manifest_path,
-                                   part_manifest_path, sorted_unique_skipped, write_json_atomic)
+                                   part_manifest_path, shard_path, sorted_unique_skipped, write_json_atomic)
 from textgan.errors import UsageError
 
 # Must be equal in every part manifest.
@@ -49,7 +49,7 @@ def merge_parts(out_dir: str) -> dict:
                 "all parts must be built from the same source with the same options. Rebuild the odd part.")
     merged = {key: first[key] for key in _SAME_IN_ALL_PARTS}
     shards = [shard for part in parts for shard in part["shards"]]
-    absent = [s["name"] for s in shards if not os.path.isfile(os.path.join(out_dir, s["name"]))]
+    absent = [s["name"] for s in shards if not os.path.isfile(shard_path(out_dir, s))]
     if absent:
         raise UsageError(f"cannot merge {out_dir}: shard(s) {', '.join(absent[:5])} listed by the part manifests "
                          "are missing. Rerun the build of their part (it rebuilds missing shards), then merge again.")

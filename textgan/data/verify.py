@@ -15,7 +15,8 @@ import numpy as np
 from PIL import Image
 
 from textgan.data import format as fmt
-from textgan.data.manifest import find_part_manifests, load_manifest, load_manifest_file, manifest_path
+from textgan.data.manifest import (find_part_manifests, load_manifest, load_manifest_file, manifest_path,
+                                   shard_path)
 from textgan.data.shard_writer import sha256_file
 from textgan.errors import UsageError
 
@@ -89,7 +90,7 @@ def _read_samples(path: str) -> list:
 def verify_shard(out_dir: str, shard: dict, resolution: int) -> tuple:
     """(samples read, problems) of one manifest shard entry."""
     name = shard["name"]
-    path = os.path.join(out_dir, name)
+    path = shard_path(out_dir, shard)
     if not os.path.isfile(path):
         return 0, [f"{name}: shard file is missing"]
     problems = []

@@ -6,6 +6,7 @@ Plain dataclass with OmegaConf-compatible field types, so TrainConfig can hold i
 """
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -31,6 +32,9 @@ class MetricsConfig:
     # InceptionV3: $TORCH_HOME/hub/checkpoints/weights-inception-2015-12-05-6726825d.pth (never downloaded).
     feature_extractor: str = INCEPTION
     feature_extractor_weights: Optional[str] = None
+    # sha256 of that file (64 hex digits), checked before loading. Needed for a file that is more than
+    # tensors (torch-fidelity unpickles it in full); None: it must hold only tensors.
+    feature_extractor_sha256: Optional[str] = None
     kid_subsets: int = 100
     kid_subset_size: int = 1000  # lowered to the sample count for small sets (recorded in the protocol)
     isc_splits: int = 10
@@ -74,3 +78,7 @@ def validate_metrics_config(cfg, prefix: str = "metrics") -> None:
     parse_metrics(cfg.metrics)
     for key, allowed in METRICS_RANGES.items():
         check_range(f"{prefix}.{key}", getattr(cfg, key), allowed)
+    sha256 = cfg.feature_extractor_sha256
+    if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", str(sha256)):
+        raise UsageError(f"{prefix}.feature_extractor_sha256 must be the 64 hex digits of the weights file's sha256 "
+                         f"(sha256sum FILE), got {sha256!r}")

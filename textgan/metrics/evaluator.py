@@ -112,7 +112,7 @@ class MetricEvaluator:
             from textgan.metrics.extractor import Extractor
 
             self._extractor = Extractor(self.cfg.feature_extractor, self.cfg.feature_extractor_weights,
-                                        device=self.runtime.device)
+                                        device=self.runtime.device, weights_sha256=self.cfg.feature_extractor_sha256)
         return self._extractor
 
     def clip_tower(self):

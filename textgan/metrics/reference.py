@@ -21,7 +21,7 @@ import numpy as np
 
 from textgan.data.decode import decode_jpeg
 from textgan.data.loader_samples import SkipCounter, choose_captions, eval_caption_draws, read_shard
-from textgan.data.manifest import load_manifest
+from textgan.data.manifest import load_manifest, shard_path
 from textgan.errors import UsageError
 from textgan.metrics import cache
 
@@ -60,7 +60,7 @@ def _build_index(shards_dir: str, manifest: dict) -> dict:
     skips = SkipCounter()
     shard_of, ids, captions, hashes = [], [], [], []
     for number, entry in enumerate(manifest["shards"]):
-        for raw in read_shard(os.path.join(shards_dir, entry["name"]), int(entry["samples"]), skips):
+        for raw in read_shard(shard_path(shards_dir, entry), int(entry["samples"]), skips):
             try:
                 meta = json.loads(raw["json"])
                 image_id, texts, jpg = int(meta["image_id"]), [str(c) for c in meta["captions"]], raw["jpg"]
@@ -129,7 +129,7 @@ def iter_selected_images(index: ShardIndex, positions: list, rank: int, world_si
             continue
         entry = index.manifest["shards"][shard]
         numbers, pixels = [], []
-        for raw in read_shard(os.path.join(index.shards_dir, entry["name"]), int(entry["samples"]), skips):
+        for raw in read_shard(shard_path(index.shards_dir, entry), int(entry["samples"]), skips):
             try:
                 number = wanted[shard].get(int(json.loads(raw["json"])["image_id"]))
             except Exception:
