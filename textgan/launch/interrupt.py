@@ -45,7 +45,7 @@ class CtrlC:
             print("\nCtrl-C: saving a checkpoint at the next step boundary, then stopping "
                   "(press Ctrl-C again to stop without saving)", file=self.out, flush=True)
         elif self.presses == 2:
-            print("\nCtrl-C again: stopping the job now, without saving", file=self.out, flush=True)
+            print("\nCtrl-C again: stopping the job now, without waiting for the save", file=self.out, flush=True)
             self.kill_job()
 
     def restore(self) -> None:
