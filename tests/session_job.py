@@ -1,4 +1,4 @@
-"""launchers/submit.py --local as a user's terminal runs it: a real subprocess in its own session and
+"""launchers/submit.py --local (or another program) as a user's terminal runs it: a real subprocess in its own session and
 process group (what a shell does for a foreground job), so a test can send signals to the whole group
 as Ctrl-C does, find every process the job left behind (controller, ranks, loader workers all stay in
 that session), and kill them all if the job hangs.
@@ -23,10 +23,10 @@ from test_train_e2e import ROOT, SUBMIT
 
 
 class SessionJob:
-    def __init__(self, tmp_path, args, name="job"):
+    def __init__(self, tmp_path, args, name="job", program=(sys.executable, SUBMIT, "--local")):
         self.out_path = os.path.join(str(tmp_path), f"{name}.stdout")
         self.err_path = os.path.join(str(tmp_path), f"{name}.stderr")
-        self.args = [sys.executable, SUBMIT, "--local", *args]
+        self.args = [*program, *args]
         # Files, not pipes: a job that writes more than a pipe holds would block while the test polls.
         with open(self.out_path, "w") as out, open(self.err_path, "w") as err:
             self.proc = subprocess.Popen(self.args, stdout=out, stderr=err, cwd=ROOT, start_new_session=True)

@@ -45,6 +45,7 @@ STATE_VERSION = 1
 # The skip-rate alarm waits for this many samples, so that one bad sample among the first
 # few does not look like a 10% failure rate.
 MIN_SAMPLES_FOR_SKIP_RATE = 100
+_SUPERSEDED = "this iterator was superseded by a newer iter(), load_state_dict() or close()"
 
 
 class SkipRateExceeded(RuntimeError):
@@ -220,7 +221,7 @@ class TrainLoader:
         }
 
     def close(self) -> None:
-        """Stop the loader's workers now and invalidate its iterator. Call it on every way out of
+        """Stop the loader's workers now; its iterator then raises. Call it on every way out of
         training (the loop's `finally`): an error's traceback keeps the iterator, hence the workers,
         alive. The position stays: iter() again starts new workers where the last batch left off."""
         self._generation += 1
@@ -244,7 +245,7 @@ class TrainLoader:
         state = self._state
         for batch in batches:
             if generation != self._generation:
-                raise RuntimeError("this iterator was superseded by a newer iter() or load_state_dict()")
+                raise RuntimeError(_SUPERSEDED)
             stream = batch.pop("_stream")
             if stream != state["batches"] % self._num_streams:  # the round-robin the resume relies on
                 raise RuntimeError(f"batch {state['batches']} came from stream {stream}: DataLoader order broken")
@@ -254,6 +255,8 @@ class TrainLoader:
             state["batches"] += 1
             self._check_skip_rate()
             yield batch
+        if generation != self._generation:  # close() ended the workers' stream: not the data's end
+            raise RuntimeError(_SUPERSEDED)
 
     def _check_skip_rate(self):
         skipped, seen = self._state["skipped"], self._state["seen"]
