@@ -137,6 +137,7 @@ def wait_and_report(job, run_dir: str, local: bool = False) -> int:
     """Follow rank 0's log on the console until the job ends, then print where things are.
     --local: Ctrl-C saves and stops the job (a second one stops it at once; textgan.launch.interrupt);
     Slurm: Ctrl-C only stops following, the job runs on."""
+    # submitit's LocalJob keeps the Popen of its controller (the parent of the ranks) as _process
     ctrl_c = CtrlC(kill_job=lambda: kill_process_tree(job._process.pid)) if local else None
     shown = 0
     try:
@@ -156,7 +157,7 @@ def wait_and_report(job, run_dir: str, local: bool = False) -> int:
         # Rank 0's summary is the one to report; results() raises if any rank failed.
         summary = job.results()[0]
     except Exception:
-        if ctrl_c is not None and ctrl_c.presses:
+        if ctrl_c is not None and ctrl_c.presses >= 2:  # killed on request, not a failure of the run
             return _report_interrupted(None, run_dir)
         print(f"\ntraining failed:\n{_failures(job)}\n  full log: {job.paths.stderr}", file=sys.stderr)
         return 1
