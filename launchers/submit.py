@@ -15,6 +15,7 @@ This file only builds the request; training lives in textgan.train, sbatch optio
 """
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
@@ -24,6 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from textgan.config import check_world, load_config, to_yaml  # noqa: E402
 from textgan.errors import UsageError  # noqa: E402
+from textgan.launch.interrupt import (EXIT_INTERRUPTED, CtrlC, controller_ignoring_ctrl_c,  # noqa: E402
+                                      kill_process_tree, resume_command)
 from textgan.launch.checks import check_config_resources, check_request  # noqa: E402
 from textgan.launch.slurm import add_slurm_arguments, log_paths, slurm_request  # noqa: E402
 from textgan.train.prepare import check_init_from, ensure_shards  # noqa: E402
@@ -115,7 +118,8 @@ def submit(args, cfg, request, run_dir: str, resume) -> int:
                       max_requeues=request.max_requeues)
     try:
         executor = make_executor(request, logs, local=args.local)
-        job = executor.submit(trainer)
+        with controller_ignoring_ctrl_c() if args.local else contextlib.nullcontext():
+            job = executor.submit(trainer)
     except Exception as e:  # sbatch refused (unknown partition, no such GRES, ...): say so, leave no empty run
         if fresh:
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -123,8 +127,8 @@ def submit(args, cfg, request, run_dir: str, resume) -> int:
         return 1
     print_submitted(job, run_dir, request, local=args.local)
     if args.local:
-        return 0 if args.no_wait else wait_and_report(job)
-    return wait_and_report(job) if args.wait else 0
+        return 0 if args.no_wait else wait_and_report(job, run_dir, local=True)
+    return wait_and_report(job, run_dir) if args.wait else 0
 
 
 def print_submitted(job, run_dir: str, request, local: bool) -> None:
@@ -144,22 +148,70 @@ def print_submitted(job, run_dir: str, request, local: bool) -> None:
     print("\n".join(lines), flush=True)
 
 
-def wait_and_report(job) -> int:
-    """Follow rank 0's log on the console until the job ends, then print where things are."""
+def wait_and_report(job, run_dir: str, local: bool = False) -> int:
+    """Follow rank 0's log on the console until the job ends, then print where things are.
+    --local: Ctrl-C saves and stops the job (a second one stops it at once; textgan.launch.interrupt);
+    Slurm: Ctrl-C only stops following, the job runs on."""
+    # submitit's LocalJob keeps the Popen of its controller (the parent of the ranks) as _process
+    ctrl_c = CtrlC(kill_job=lambda: kill_process_tree(job._process.pid)) if local else None
     shown = 0
-    while not job.done():
-        shown = _print_new(job.paths.stdout, shown)
-        time.sleep(1.0)
+    try:
+        while not job.done():
+            shown = _print_new(job.paths.stdout, shown)
+            time.sleep(1.0)
+    except KeyboardInterrupt:  # Slurm only: local jobs are followed under CtrlC
+        print(f"\nstopped following job {job.job_id}; it keeps running (scancel {job.job_id} stops it)",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        if ctrl_c is not None:
+            ctrl_c.restore()
     _print_new(job.paths.stdout, shown)
     try:
         # results(): one entry per task (rank); job.result() refuses jobs with several tasks.
         # Rank 0's summary is the one to report; results() raises if any rank failed.
         summary = job.results()[0]
-    except Exception as e:  # the job's traceback is in its log; repeat the essence here
-        print(f"\ntraining failed: {e}\n  full log: {job.paths.stderr}", file=sys.stderr)
+    except Exception:
+        if ctrl_c is not None and ctrl_c.presses >= 2:  # killed on request, not a failure of the run
+            return _report_interrupted(None, run_dir)
+        print(f"\ntraining failed:\n{_failures(job)}\n  full log: {job.paths.stderr}", file=sys.stderr)
         return 1
+    if summary.get("interrupted"):
+        return _report_interrupted(summary["stop_checkpoint"], run_dir)
     print(_summary_text(summary))
     return 0
+
+
+def _report_interrupted(saved, run_dir: str) -> int:
+    """After Ctrl-C: what was saved and the exact command that continues from it."""
+    from textgan.train.checkpoint import find_latest
+
+    if saved:
+        print(f"\nstopped by Ctrl-C; the state is saved in {saved}", file=sys.stderr)
+    else:
+        saved = find_latest(os.path.join(run_dir, "checkpoints"))
+        print(f"\nstopped by Ctrl-C without saving; the newest complete checkpoint is {saved or 'none'}",
+              file=sys.stderr)
+    if saved:
+        print(f"resume with:\n  {resume_command(sys.argv, run_dir)}", file=sys.stderr)
+    else:
+        print("nothing to resume from: run the same command again to start afresh", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def _failures(job) -> str:
+    """One line per failed rank: its exception's last line. A rank that fails first makes the others
+    fail in their next collective ("Connection reset by peer"), so every rank's reason is shown."""
+    lines = []
+    for rank in range(job.num_tasks):
+        error = job.task(rank).exception()
+        if error is not None:
+            # submitit's FailedJobError: a header, the traceback between dashed rules, where the logs are
+            parts = str(error).split("-" * 22)
+            trace = parts[1] if len(parts) >= 3 else str(error)
+            last = [line.strip() for line in trace.splitlines() if line.strip()]
+            lines.append(f"  rank {rank}: {last[-1] if last else type(error).__name__}")
+    return "\n".join(lines) or "  (no rank reported an error; the job ended without a result)"
 
 
 def _print_new(path, offset: int) -> int:

@@ -25,9 +25,11 @@ Damaged samples and tars are skipped with a warning and counted (`.skipped`, `.s
 Worker-side details: textgan/data/loader_streams.py (streams), loader_samples.py (read, decode).
 """
 
+import atexit
 import hashlib
 import json
 import signal
+import weakref
 
 import torch
 from torch.utils.data import DataLoader
@@ -40,6 +42,7 @@ from textgan.errors import UsageError
 
 STATE_FORMAT = "textgan-train-loader"
 STATE_VERSION = 1
+_SUPERSEDED = "this iterator was superseded by a newer iter(), load_state_dict() or close()"
 
 
 def _passthrough(item):
@@ -86,10 +89,47 @@ def _data_loader(dataset, num_workers):
         num_workers=num_workers,
         collate_fn=_passthrough,
         generator=torch.Generator().manual_seed(0),
-        worker_init_fn=_ignore_sigterm if num_workers > 0 else None,
+        worker_init_fn=_ignore_job_signals if num_workers > 0 else None,
         # Relies on the DataLoader's default in-order delivery (batch b from worker b % num_workers);
         # TrainLoader checks it on every batch. (`in_order=` itself only exists from torch 2.6.)
     )
+
+
+# DataLoader iterators whose workers may still run. A worker ignores SIGTERM (see _ignore_job_signals),
+# and multiprocessing's exit handler stops daemon processes with SIGTERM and then joins them: an
+# iterator still alive at interpreter exit (kept, e.g., by the traceback of an error raised in the
+# training loop) would make the process wait for its workers forever. _stop_left_workers, registered
+# after torch's and multiprocessing's exit handlers and so run before them, stops those workers.
+_RUNNING = weakref.WeakSet()
+
+
+def _start_workers(dataset, num_workers):
+    batches = iter(_data_loader(dataset, num_workers))
+    if num_workers > 0:
+        _RUNNING.add(batches)
+    return batches
+
+
+def stop_workers(batches) -> None:
+    """Shut the workers of a DataLoader iterator down now (a no-op without workers, or when done).
+    torch's shutdown asks each worker to leave and terminates (SIGTERM) those that do not: ours
+    ignore SIGTERM, so a worker still alive after that is killed."""
+    shutdown = getattr(batches, "_shutdown_workers", None)
+    if shutdown is None:
+        return
+    workers = list(getattr(batches, "_workers", []))
+    shutdown()
+    for worker in workers:
+        if worker.is_alive():
+            worker.kill()
+            worker.join(timeout=5)
+    _RUNNING.discard(batches)
+
+
+@atexit.register
+def _stop_left_workers() -> None:
+    for batches in list(_RUNNING):
+        stop_workers(batches)
 
 
 class TrainLoader:
@@ -114,6 +154,7 @@ class TrainLoader:
         self._generation = 0
         self._state = {"batches": 0, "workers": {}, "skipped": 0, "seen": 0}
         self._alarm = SkipRateAlarm(max_skip_rate, self.shards_dir, self._shards.paths, self._shards.counts)
+        self._batches = None  # the DataLoader iterator of the newest iter(), whose workers close() stops
 
     @property
     def skipped(self) -> int:
@@ -175,7 +216,17 @@ class TrainLoader:
         }
         self._alarm.load(state.get("damage"))  # absent from states saved before the alarm knew shards
 
+    def close(self) -> None:
+        """Stop the loader's workers now; its iterator then raises. Call it on every way out of
+        training (the loop's `finally`): an error's traceback keeps the iterator, hence the workers,
+        alive. The position stays: iter() again starts new workers where the last batch left off."""
+        self._generation += 1
+        if self._batches is not None:
+            stop_workers(self._batches)
+            self._batches = None
+
     def __iter__(self):
+        self.close()  # only the newest iterator is valid: the old one's workers have nothing left to do
         self._generation += 1
         positions = [self._state["workers"].get(w, (0, 0)) for w in range(self._num_streams)]
         dataset = TrainStream(
@@ -183,13 +234,14 @@ class TrainLoader:
             num_streams=self._num_streams, positions=positions, start_batch=self._state["batches"],
             **self._shards.stream_kwargs(),
         )
-        return self._consume(iter(_data_loader(dataset, self.num_workers)), self._generation)
+        self._batches = _start_workers(dataset, self.num_workers)
+        return self._consume(self._batches, self._generation)
 
     def _consume(self, batches, generation):
         state = self._state
         for batch in batches:
             if generation != self._generation:
-                raise RuntimeError("this iterator was superseded by a newer iter() or load_state_dict()")
+                raise RuntimeError(_SUPERSEDED)
             stream = batch.pop("_stream")
             if stream != state["batches"] % self._num_streams:  # the round-robin the resume relies on
                 raise RuntimeError(f"batch {state['batches']} came from stream {stream}: DataLoader order broken")
@@ -200,6 +252,8 @@ class TrainLoader:
             self._alarm.record(batch.pop("_damage"))
             self._alarm.check(state["skipped"], state["seen"])
             yield batch
+        if generation != self._generation:  # close() ended the workers' stream: not the data's end
+            raise RuntimeError(_SUPERSEDED)
 
 
 def train_loader(shards_dir, batch_size, *, rank=0, world_size=1, seed=0, num_workers=2, max_skip_rate=None,
@@ -244,12 +298,16 @@ class EvalLoader:
 
     def __iter__(self):
         self.skipped = self.seen = 0
-        for item in _data_loader(self._dataset, self.num_workers):
-            self.skipped += item.pop("_skipped")
-            self.seen += item.pop("_seen")
-            item.pop("_stream")
-            if not item.pop("_stats_only", False):
-                yield item
+        batches = _start_workers(self._dataset, self.num_workers)
+        try:
+            for item in batches:
+                self.skipped += item.pop("_skipped")
+                self.seen += item.pop("_seen")
+                item.pop("_stream")
+                if not item.pop("_stats_only", False):
+                    yield item
+        finally:  # a pass left early (break, error): its workers go now, or at the latest at exit
+            stop_workers(batches)
 
 
 def eval_loader(shards_dir, batch_size, *, rank=0, world_size=1, num_workers=2) -> EvalLoader:
@@ -258,9 +316,12 @@ def eval_loader(shards_dir, batch_size, *, rank=0, world_size=1, num_workers=2) 
     return EvalLoader(shards_dir, batch_size, rank=rank, world_size=world_size, num_workers=num_workers)
 
 
-def _ignore_sigterm(worker_id: int) -> None:
-    """Loader workers ignore SIGTERM. On preemption Slurm (and submitit's _interrupt) signals every
-    process of the job; a worker that died of it would crash training before the ranks reach the
-    next step boundary and save. The trainer process handles the signal; workers end with it.
+def _ignore_job_signals(worker_id: int) -> None:
+    """Loader workers ignore SIGTERM and SIGINT. On preemption Slurm (and submitit's _interrupt) signals
+    every process of the job, and Ctrl-C on a --local run reaches every process of the terminal's
+    foreground process group; a worker that died of either would crash training before the ranks
+    reach the next step boundary and save. The trainer process handles the signals; the workers
+    end with it (close(), or torch's worker watchdog once the trainer process is gone).
     (torch installs its own worker SIGTERM handler before worker_init_fn, hence here.)"""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

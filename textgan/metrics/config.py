@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+from textgan.errors import UsageError
 from textgan.ranges import at_least, between, check_range
 
 # torch-fidelity's name for its TF-ported InceptionV3 (the one every published FID uses).

@@ -7,6 +7,7 @@ Every rank runs this function; only rank 0 writes stats, grids and logs. Checkpo
 collective (each rank saves its own RNG and loader position).
 """
 
+import contextlib
 import os
 import time
 
@@ -49,7 +50,15 @@ def threads_per_rank(cfg, runtime) -> int:
 
 def training_loop(cfg, runtime, run_dir: str, resume=None, init_from=None, argv=(), stop_requested=None) -> dict:
     """stop_requested: a collective () -> bool asked at every step boundary (textgan.train.preempt); when it
-    says True, every rank saves a checkpoint (with the partial tick) and the result has "stopped": True."""
+    says True, every rank saves a checkpoint (with the partial tick) and the result has "stopped": True.
+
+    Every way out (the end, a stop, an error) closes what the run opened: the data loader's workers
+    ignore SIGTERM, so workers left running after an error would keep the process from exiting."""
+    with contextlib.ExitStack() as opened:
+        return _train(cfg, runtime, run_dir, resume, init_from, argv, stop_requested, opened)
+
+
+def _train(cfg, runtime, run_dir, resume, init_from, argv, stop_requested, opened: contextlib.ExitStack) -> dict:
     log = print if runtime.is_main else (lambda *a, **k: None)
     torch.set_num_threads(threads_per_rank(cfg, runtime))
     runtime.seed_everything(cfg.seed)
@@ -71,6 +80,7 @@ def training_loop(cfg, runtime, run_dir: str, resume=None, init_from=None, argv=
         engines.G_ema.load_state_dict(weights["G_ema"])
     loader = train_loader(cfg.data.shards, cfg.schedule.batch_gpu, rank=runtime.rank, world_size=runtime.world_size,
                           seed=cfg.seed, num_workers=cfg.data.num_workers, max_skip_rate=cfg.data.max_skip_rate)
+    opened.callback(loader.close)
     state = TrainState()
     ckpt_root = os.path.join(run_dir, "checkpoints")
     resume_path = find_latest(ckpt_root) if resume == "auto" else resume
@@ -119,7 +129,7 @@ def training_loop(cfg, runtime, run_dir: str, resume=None, init_from=None, argv=
                                    cfg.schedule.keep_checkpoints,
                                    rank_state={"loader": loader.state_dict(), "partial_tick": partial})
             log(f"stopped at kimg {state.cur_nimg / 1000:.3f} (tick {state.tick + 1} in progress); saved {path}")
-            stopped = True
+            stopped = path
             break
         multiplier = lr_multiplier(cfg.optim.lr_schedule, state.cur_nimg / 1000, cfg.schedule.total_kimg,
                                    cfg.optim.warmup_kimg)
@@ -163,7 +173,7 @@ def training_loop(cfg, runtime, run_dir: str, resume=None, init_from=None, argv=
               "tensorboard": run_dir, "samples": os.path.join(run_dir, "fakes*.png")}
     result.update(metrics.summary())  # latest metrics, best checkpoint, shapes_alignment on shapes data
     if stopped:
-        result["stopped"] = True
+        result["stopped"], result["stop_checkpoint"] = True, stopped
     writer.close()
     return result
 

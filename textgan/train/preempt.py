@@ -16,6 +16,12 @@ What we do instead (PreemptionWatch):
    executor: exit code 144) and exits. Its outcome is shared with the other ranks before anyone leaves, so
    no rank exits while the requeue is still being requested.
 SIGTERM (what Slurm sends first on preemption, and at cancellation) stays with submitit, which ignores it.
+
+Ctrl-C (SIGINT; on a --local run the terminal sends it to every process of the job) takes the same
+path up to the checkpoint, then stops without requeueing: the Trainer returns the stopped result and
+launchers/submit.py prints how to resume. The first SIGINT on a rank raises its flag and restores the
+default action, so a second one ends the rank at once, even inside a blocking collective.
+When the ranks' causes differ, Ctrl-C wins: a user who stops a run does not want it requeued.
 """
 
 import os
@@ -23,6 +29,7 @@ import signal
 
 import torch
 
+PREEMPTED, INTERRUPTED = 1, 2  # why a stop was requested; the ranks agree on the largest
 REQUEUE_LOG = "requeues.jsonl"  # one line per requeue requested for a run (our own count: submitit counts
 #                                 only time-outs, and preemptions would otherwise requeue forever)
 
@@ -36,21 +43,36 @@ def in_submitit_job() -> bool:
 
 
 class PreemptionWatch:
-    """Installs a flag-raising handler for submitit's preemption signal on this rank."""
+    """Installs flag-raising handlers for submitit's preemption signal and for Ctrl-C on this rank."""
 
     def __init__(self):
         import submitit
 
         self.signum = submitit.JobEnvironment._usr_sig()
         self.submitit_handler = signal.getsignal(self.signum)
-        self.requested = False
+        self.requested = 0  # this rank's cause (PREEMPTED / INTERRUPTED), 0 while none
+        self.cause = 0  # the cause the ranks agreed on at the last stop_requested() check
         self.pid = os.getpid()
         signal.signal(self.signum, self._raise_flag)
+        signal.signal(signal.SIGINT, self._interrupt)
+
+    @property
+    def interrupted(self) -> bool:
+        """The agreed stop came from Ctrl-C: save and stop, do not requeue."""
+        return self.cause == INTERRUPTED
+
+    def _interrupt(self, signum, frame) -> None:
+        if os.getpid() != self.pid:  # a forked DataLoader worker before it ignores SIGINT: not its business
+            return
+        self.requested = max(self.requested, INTERRUPTED)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # the second Ctrl-C stops this rank now, without saving
+        os.write(2, b"textgan: Ctrl-C: saving a checkpoint at the next step boundary, then stopping; "
+                    b"Ctrl-C again stops without saving\n")
 
     def _raise_flag(self, signum, frame) -> None:
-        self.requested = True
         if os.getpid() != self.pid:  # a forked DataLoader worker inherited the handler: stay quiet
             return
+        self.requested = max(self.requested, PREEMPTED)
         # os.write, not print: a print from a handler can collide with a print the main code was making
         os.write(2, f"textgan: received {signal.Signals(signum).name}: saving a checkpoint at the next step "
                     "boundary, then requeueing\n".encode())
@@ -64,10 +86,11 @@ class PreemptionWatch:
         signal.signal(self.signum, signal.SIG_IGN)
 
     def stop_requested(self, runtime):
-        """A collective check for the training loop: True on every rank when any rank got the signal."""
+        """A collective check for the training loop: True on every rank when any rank got a signal."""
         def check() -> bool:
-            flag = torch.tensor([1.0 if self.requested else 0.0], device=runtime.device)
-            return bool(runtime.all_reduce_max(flag).item() > 0)
+            flag = torch.tensor([float(self.requested)], device=runtime.device)
+            self.cause = int(runtime.all_reduce_max(flag).item())
+            return self.cause > 0
 
         return check
 

@@ -4,6 +4,9 @@ It carries only plain data (the resolved config as YAML, the run directory, what
 from, the requeue budget), so it pickles small and the same object works under Slurm and the local
 executor. Rank and world come from the job environment, never from this object.
 
+Ctrl-C (textgan.train.preempt): every rank saves at the next step boundary, as for a preemption, and
+the job ends with the stopped result ("interrupted": True) instead of requeueing.
+
 Preemption and time limits (textgan.train.preempt): every rank saves the full state at the next step
 boundary, then submitit calls `checkpoint()`, which returns the same Trainer with resume='auto' on the
 same run directory, and requeues the job. A job that Slurm restarts by itself (node failure,
@@ -61,6 +64,9 @@ class Trainer:
             # stuck in a different collective, or gone) and let the original error surface.
             if not finished:
                 _destroy_process_group_quietly()
+        if result.get("stopped") and watch.interrupted:  # Ctrl-C: saved; submit.py says how to resume
+            runtime.shutdown()
+            return dict(result, interrupted=True)
         if result.get("stopped"):
             watch.finish_interrupted(runtime)  # requeues (or says why not); never returns
         if watch is not None:

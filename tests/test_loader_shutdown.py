@@ -1,0 +1,89 @@
+"""Loader workers end with the trainer: close() stops them at once, a process whose iterator is still alive
+at exit (kept by an error's traceback) still exits, and they survive the job's signals until then.
+
+Workers ignore SIGTERM and SIGINT (a preemption and Ctrl-C reach every process of the job), which is
+why nothing but an explicit stop ends them while their parent lives.
+"""
+
+import os
+import signal
+import sys
+import textwrap
+import time
+
+import psutil
+import pytest
+
+from session_job import SessionJob
+from shard_fixture import write_shards
+from test_loader import _assert_same_batches, _take
+from textgan.data.loader import train_loader
+
+
+def _new_children(before) -> list:
+    return [p for p in psutil.Process().children() if p.pid not in before]
+
+
+def _gone(processes, timeout) -> bool:
+    _, alive = psutil.wait_procs(processes, timeout=timeout)
+    return not alive
+
+
+@pytest.mark.multiproc
+def test_ctrl_c_does_not_stop_the_workers_before_the_trainer_saves(tmp_path):
+    write_shards(tmp_path, 40, 8)
+    reference = _take(train_loader(tmp_path, 4, seed=3, num_workers=2), 8)
+    before = {p.pid for p in psutil.Process().children()}
+    it = iter(train_loader(tmp_path, 4, seed=3, num_workers=2))
+    got = [next(it) for _ in range(2)]
+    workers = _new_children(before)
+    assert len(workers) == 2
+    for worker in workers:
+        os.kill(worker.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground process group
+    time.sleep(0.5)
+    assert all(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+    got += [next(it) for _ in range(6)]
+    _assert_same_batches(got, reference)
+
+
+@pytest.mark.multiproc
+def test_close_stops_the_workers_at_once_and_a_new_iterator_continues_where_the_last_batch_left_off(tmp_path):
+    write_shards(tmp_path, 40, 8)
+    reference = _take(train_loader(tmp_path, 4, seed=3, num_workers=2), 6)
+    before = {p.pid for p in psutil.Process().children()}
+    loader = train_loader(tmp_path, 4, seed=3, num_workers=2)
+    it = iter(loader)
+    got = [next(it) for _ in range(3)]
+    workers = _new_children(before)
+    assert len(workers) == 2
+
+    started = time.time()
+    loader.close()
+    assert _gone(workers, timeout=1) and time.time() - started < 10
+    with pytest.raises(RuntimeError, match="superseded by .* close()"):
+        next(it)
+    it = iter(loader)
+    got += [next(it) for _ in range(3)]
+    _assert_same_batches(got, reference)
+    loader.close()
+
+
+@pytest.mark.slow
+@pytest.mark.multiproc
+@pytest.mark.parametrize("kind", ["train", "eval"])
+def test_a_process_that_dies_of_an_error_while_its_loader_iterates_exits_within_seconds(tmp_path, kind):
+    # The uncaught error's traceback keeps the iterator (and its workers) alive until the interpreter's
+    # exit, where multiprocessing would SIGTERM the workers (ignored) and join them forever.
+    write_shards(tmp_path / "shards", 64, 8)
+    make = {"train": "train_loader(shards, 4, num_workers=2)", "eval": "eval_loader(shards, 4, num_workers=2)"}[kind]
+    script = textwrap.dedent(f"""
+        from textgan.data.loader import eval_loader, train_loader
+        shards = {str(tmp_path / "shards")!r}
+        batches = iter({make})
+        next(batches)
+        raise RuntimeError("boom while training")
+    """)
+    job = SessionJob(tmp_path, ["-c", script], program=(sys.executable,))
+    code = job.wait(timeout=60)
+    assert code == 1 and "RuntimeError: boom while training" in job.stderr
+    assert job.leftovers(grace=5) == []
