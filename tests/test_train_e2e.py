@@ -66,7 +66,8 @@ def test_demo_job_produces_a_complete_run_directory(tmp_path, shards):
     assert all(line["Loss/G/adv"]["num"] > 0 and line["Loss/D/adv_real"]["num"] > 0 for line in lines)
     assert lines[0]["Loss/D/r1"]["num"] > 0  # lazy R1 ran (D_reg_interval=2)
     files = set(os.listdir(run_dir))
-    assert {"config.yaml", "run.json", "fakes000000.png"} <= files
+    # grids are tagged by images, like checkpoints: one per snapshot even within one kimg
+    assert {"config.yaml", "run.json", "fakes000000.016.png", "fakes000000.032.png"} <= files
     assert any(f.startswith("events.out.tfevents") for f in files)
     run_info = json.loads((run_dir / "run.json").read_text())
     assert any("random" in w.lower() for w in run_info["warnings"])  # random text tower is recorded loudly

@@ -6,7 +6,7 @@ objective two callables, as StyleGAN2-ADA's run_G / run_D do:
     G_fn(z, c) -> img or (img, ws)          D_fn(img, c) -> logits [N] / [N, 1], or (logits, features)
 
 so that it can decide how each network is called (through the engine, or as the raw module with D
-frozen in the G phase; see /work/shared/FACTS.md). The objective applies the augmentation pipe to every
+frozen in the G phase; tests/test_engines.py pins why). The objective applies the augmentation pipe to every
 image D sees (reals, fakes, mismatched reals, and the reals of R1, whose gradient is then taken through
 the augmentation w.r.t. the un-augmented image, as StyleGAN2-ADA does).
 

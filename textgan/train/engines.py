@@ -1,7 +1,7 @@
 """The two DeepSpeed engines (G and D) and the patterns that keep them correct on every ZeRO stage.
 
-This is the only module that imports deepspeed. Measured facts behind each pattern (FACTS.md,
-"DeepSpeed on CPU (gloo)"), each covered by tests/test_engines.py:
+This is the only module that imports deepspeed. Each pattern below answers a failure measured with
+DeepSpeed on CPU (gloo), and each is covered by tests/test_engines.py:
 
 - One config dict per engine, generated from our config (one shared JSON breaks).
 - A client `torch.optim.Adam` with float betas: a config "optimizer" block JIT-builds fused_adam
@@ -253,8 +253,8 @@ def keep_gathered(module: nn.Module, stage: int):
     backward sends along the graph built by the first (create_graph=True) reaches the parameters
     through nodes that carry no such hooks, so it arrives at a released, empty parameter ("output
     with shape [0] doesn't match the broadcast shape"). Inside this block the parameters are gathered
-    and marked in use by a sentinel submodule id, so ZeRO-3's hooks do not release them. FACTS.md's
-    pattern (a saved_tensors_hooks that clones saved ds parameters) is not enough for these networks,
+    and marked in use by a sentinel submodule id, so ZeRO-3's hooks do not release them. The known
+    workaround (a saved_tensors_hooks that clones saved ds parameters) is not enough for these networks,
     where every parameter is partitioned: the failure is in the gradient accumulation, not in a
     saved tensor. (ds_persist does not help either: before its trace is complete, ZeRO-3 releases
     persistent parameters too.)

@@ -1,7 +1,8 @@
 """Sample grids: generated images with their captions written underneath, as PNG and for TensorBoard.
 
 A grid's inputs (captions and z) are fixed for the whole run by `fixed_grid_inputs`, so the
-snapshots fakes{kimg:06d}.png show the same prompts and latents over time and can be compared.
+snapshots fakes{tag}.png (tag: kimg.images, e.g. fakes000012.345.png) show the same prompts and latents
+over time and can be compared.
 Image cells hold the generator's pixels exactly (only converted to uint8, and enlarged by an
 integer factor with nearest neighbour so that 32-px samples leave room for a readable caption).
 """

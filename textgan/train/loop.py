@@ -158,7 +158,7 @@ def _train(cfg, runtime, run_dir, resume, init_from, argv, stop_requested, opene
         writer.append(state.tick, state.cur_nimg / 1000, summary)
         log(_tick_line(state, summary))
         if runtime.is_main and (done or state.tick % cfg.schedule.image_snapshot_ticks == 0):
-            path = os.path.join(run_dir, f"fakes{state.cur_nimg // 1000:06d}.png")
+            path = os.path.join(run_dir, f"fakes{checkpoint_tag(state.cur_nimg)}.png")  # one per snapshot, as checkpoints
             grid = save_grid(generate(engines.G_ema, text, grid_captions, grid_z), grid_captions, path, ncol=4)
             writer.add_image_grid("Samples/fakes", grid, state.cur_nimg / 1000)
         snapshot = None
