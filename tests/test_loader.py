@@ -97,7 +97,10 @@ def test_training_stream_is_deterministic_for_seed_and_rank(tmp_path, num_worker
 
 
 @pytest.mark.multiproc
-def test_workers_survive_the_sigterm_a_preemption_sends_to_the_whole_job(tmp_path):
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_workers_survive_the_signals_a_preemption_or_ctrl_c_sends_to_the_whole_job(tmp_path, signame):
+    """Slurm sends SIGTERM to every process of a preempted job; Ctrl-C sends SIGINT to the whole
+    foreground process group. The workers must live on until the trainer's save at its next step."""
     import os
     import signal
     import time
@@ -112,7 +115,7 @@ def test_workers_survive_the_sigterm_a_preemption_sends_to_the_whole_job(tmp_pat
     workers = [p for p in psutil.Process().children() if p.pid not in before]  # this loader's own workers
     assert len(workers) == 2
     for worker in workers:
-        os.kill(worker.pid, signal.SIGTERM)  # what Slurm does to every process of a preempted job
+        os.kill(worker.pid, getattr(signal, signame))
     time.sleep(0.5)
     assert all(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
     got += [next(it) for _ in range(6)]  # the trainer carries on to its next step boundary

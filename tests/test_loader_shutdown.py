@@ -1,12 +1,11 @@
 """Loader workers end with the trainer: close() stops them at once, a process whose iterator is still alive
-at exit (kept by an error's traceback) still exits, and they survive the job's signals until then.
+at exit (kept by an error's traceback) still exits. That they survive the job's signals until then:
+tests/test_loader.py.
 
 Workers ignore SIGTERM and SIGINT (a preemption and Ctrl-C reach every process of the job), which is
 why nothing but an explicit stop ends them while their parent lives.
 """
 
-import os
-import signal
 import sys
 import textwrap
 import time
@@ -27,23 +26,6 @@ def _new_children(before) -> list:
 def _gone(processes, timeout) -> bool:
     _, alive = psutil.wait_procs(processes, timeout=timeout)
     return not alive
-
-
-@pytest.mark.multiproc
-def test_ctrl_c_does_not_stop_the_workers_before_the_trainer_saves(tmp_path):
-    write_shards(tmp_path, 40, 8)
-    reference = _take(train_loader(tmp_path, 4, seed=3, num_workers=2), 8)
-    before = {p.pid for p in psutil.Process().children()}
-    it = iter(train_loader(tmp_path, 4, seed=3, num_workers=2))
-    got = [next(it) for _ in range(2)]
-    workers = _new_children(before)
-    assert len(workers) == 2
-    for worker in workers:
-        os.kill(worker.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground process group
-    time.sleep(0.5)
-    assert all(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
-    got += [next(it) for _ in range(6)]
-    _assert_same_batches(got, reference)
 
 
 @pytest.mark.multiproc

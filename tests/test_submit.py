@@ -50,7 +50,8 @@ def test_one_task_per_gpu_by_default_and_submitit_parameters():
     params = request.executor_parameters(array_parallelism=3)
     assert params["ntasks_per_node"] == 8 and params["gpus_per_node"] == 8 and params["mem"] == "500G"
     assert params["additional_parameters"] == {"exclusive": True} and params["array_parallelism"] == 3
-    assert params["srun_args"] == ["--open-mode=append", "--cpus-per-task=10"]  # logs appended; cpus to srun too
+    # logs appended; one failed task ends the step; cpus to srun too
+    assert params["srun_args"] == ["--open-mode=append", "--kill-on-bad-exit=1", "--cpus-per-task=10"]
     cpu = _request("--tasks-per-node", "4")
     assert cpu.world_size == 4 and "gpus_per_node" not in cpu.executor_parameters()
 
@@ -94,7 +95,7 @@ def test_dry_run_shows_config_and_the_sbatch_script_with_every_option_mapped(tmp
                  "#SBATCH --cpus-per-task=3", "#SBATCH --exclude=node7", "#SBATCH --nodelist='node[1-2]'",
                  "#SBATCH --job-name=mine", "#SBATCH --time=1440", "#SBATCH --signal=USR2@300",
                  "#SBATCH --mail-type=END", "#SBATCH --open-mode=append", "module load cuda",
-                 "--cpus-per-task=3 ", "-m submitit.core._submit"]:
+                 "--kill-on-bad-exit=1", "--cpus-per-task=3 ", "-m submitit.core._submit"]:
         assert line in out, line
     assert "%j_%t_log.out" in out  # one log per rank; a requeued attempt appends to it
     assert not os.path.exists(tmp_path) or not os.listdir(tmp_path)

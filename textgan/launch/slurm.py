@@ -177,8 +177,11 @@ class SlurmRequest:
         params = {
             "nodes": self.nodes, "ntasks_per_node": self.tasks_per_node, "time": self.time_min,
             "signal_delay_s": self.signal_delay_s, "job_name": self.job_name or "textgan",
-            # srun's own --output would otherwise truncate the log of a requeued job on some setups
-            "srun_args": ["--open-mode=append"],
+            # srun's own --output would otherwise truncate the log of a requeued job on some setups.
+            # --kill-on-bad-exit: when one task fails, srun ends the others at once; gloo ranks notice a
+            # dead peer by themselves, but NCCL ranks can sit in a collective until its watchdog timeout
+            # while the job holds every node.
+            "srun_args": ["--open-mode=append", "--kill-on-bad-exit=1"],
         }
         if self.cpus_per_task:  # srun of Slurm 22.05+ no longer inherits the job's --cpus-per-task
             params["srun_args"].append(f"--cpus-per-task={self.cpus_per_task}")
