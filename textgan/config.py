@@ -21,7 +21,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 from textgan.errors import UsageError
 from textgan.metrics.config import MetricsConfig, validate_metrics_config
-from textgan.ranges import above, at_least, between, check_range
+from textgan.ranges import RESOLUTIONS, above, at_least, between, check_range, resolutions_text
 
 
 @dataclass
@@ -320,8 +320,9 @@ def validate(cfg) -> None:
         raise UsageError(f"config key 'desc' is {cfg.desc!r}; allowed characters: letters, digits and . _ + = - "
                          "(it names the run directory and the Slurm job)")
     res = cfg.data.resolution
-    if res < 16 or res > 1024 or res & (res - 1):
-        raise UsageError(f"config key 'data.resolution' is {res}; it must be a power of two from 16 to 1024")
+    if res not in RESOLUTIONS:
+        raise UsageError(f"config key 'data.resolution' is {res}; it must be a power of two from 16 to 1024 "
+                         f"({resolutions_text()}), the resolution the shards were built at")
     sched = cfg.schedule
     if sched.batch_size % sched.batch_gpu:
         raise UsageError(
