@@ -185,7 +185,8 @@ def test_feature_flags_store_float16_features_and_record_the_models(tmp_path):
     from tiny_models import register_tiny_clip, tiny_clip_weights, tiny_resnet_weights
 
     from textgan.data.decode import decode_jpeg, to_float_image
-    from textgan.encoders import load_clip, sha256_file
+    from textgan.encoders import load_clip
+    from textgan.files import sha256_file
 
     clip_name, clip_file = register_tiny_clip(), tiny_clip_weights(tmp_path)
     resnet_file = tiny_resnet_weights(tmp_path)

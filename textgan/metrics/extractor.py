@@ -25,8 +25,8 @@ import re
 import numpy as np
 import torch
 
-from textgan.encoders import sha256_file
 from textgan.errors import UsageError
+from textgan.files import sha256_file
 from textgan.metrics.config import INCEPTION
 
 
