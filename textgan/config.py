@@ -20,7 +20,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from textgan.errors import UsageError
-from textgan.metrics.config import MetricsConfig, validate_metrics_config
+from textgan.config_metrics import MetricsConfig, validate_metrics_config
 from textgan.ranges import RESOLUTIONS, above, at_least, between, check_range, resolutions_text
 
 
@@ -152,7 +152,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     dist: DistConfig = field(default_factory=DistConfig)
-    metrics: MetricsConfig = field(default_factory=MetricsConfig)  # textgan.metrics; none by default
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)  # textgan/config_metrics.py; none by default
     seed: int = 0
     desc: str = ""  # run directory suffix; default: the config file's stem
 

@@ -155,7 +155,7 @@ def write_hparams(sweep: dict, sweep_dir: str, raw) -> None:
     from torch.utils.tensorboard import SummaryWriter
     from torch.utils.tensorboard.summary import hparams
 
-    from textgan.train.stats import _hparam_value
+    from textgan.train.stats import hparam_value
 
     for point, row, _ in raw:
         run_dir = os.path.join(sweep_dir, point["name"])
@@ -170,7 +170,7 @@ def write_hparams(sweep: dict, sweep_dir: str, raw) -> None:
         step = int(round(metrics["Sweep/kimg"] * 1000))
         writer = SummaryWriter(log_dir=run_dir, filename_suffix=HPARAMS_SUFFIX)
         try:
-            values = {k: _hparam_value(v) for k, v in point["values"].items()}
+            values = {k: hparam_value(v) for k, v in point["values"].items()}
             for summary in hparams(values, metrics):
                 writer.file_writer.add_summary(summary, step)
             for name, value in metrics.items():

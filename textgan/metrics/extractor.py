@@ -27,7 +27,7 @@ import torch
 
 from textgan.errors import UsageError
 from textgan.files import sha256_file
-from textgan.metrics.config import INCEPTION
+from textgan.config_metrics import INCEPTION
 
 
 def default_inception_weights() -> str:
