@@ -59,7 +59,7 @@ def _common_options(default_resolution: int) -> argparse.ArgumentParser:
     g = p.add_argument_group("output")
     g.add_argument("--out", required=True, help="output directory (shards + manifest.json)")
     g.add_argument("--resolution", type=_resolution, default=default_resolution,
-                   help=f"side of the stored square images in pixels (default {default_resolution})")
+                   help=f"side of the stored square images in pixels, one of {resolutions_text()} (default {default_resolution})")
     g.add_argument("--crop", choices=fmt.CROP_MODES, default="center",
                    help="center: crop the central square; pad: keep the whole image, pad with black")
     g.add_argument("--quality", type=_quality, default=95, help="JPEG quality 1-100 (default 95)")
