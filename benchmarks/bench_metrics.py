@@ -11,7 +11,6 @@ The FID uses the tiny registered extractor of tests/metrics_fixture.py (Inceptio
 on this machine); Inception's own cost scales this number, see the notes.
 """
 
-import json
 import os
 import shutil
 import statistics
@@ -20,6 +19,8 @@ import tempfile
 
 from bench_train_ranks import DEMO_CONFIG, ROOT, shapes_shards, spawn_ranks
 from harness import Result
+
+from textgan.files import read_jsonl
 
 FID = "fid1k_train"
 ALIGN = "shapes_alignment"
@@ -42,12 +43,10 @@ def metrics_job(rank, world_size, opts: dict) -> dict:
     runtime = Runtime.from_env()
     runtime.init_distributed()
     training_loop(cfg, runtime, opts["run_dir"])
-    with open(os.path.join(opts["run_dir"], "stats.jsonl")) as f:
-        sec_per_kimg = [json.loads(line)["Timing/sec_per_kimg"]["mean"] for line in f]
-    timing = {}
-    for name in (FID, ALIGN):
-        with open(os.path.join(opts["run_dir"], f"metric-{name}.jsonl")) as f:
-            timing[name] = [json.loads(line)["timing"] for line in f]
+    run_dir = opts["run_dir"]
+    sec_per_kimg = [line["Timing/sec_per_kimg"]["mean"] for line in read_jsonl(os.path.join(run_dir, "stats.jsonl"))]
+    timing = {name: [line["timing"] for line in read_jsonl(os.path.join(run_dir, f"metric-{name}.jsonl"))]
+              for name in (FID, ALIGN)}
     import torch
 
     demo = load_config(DEMO_CONFIG)

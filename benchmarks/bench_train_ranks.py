@@ -11,7 +11,6 @@ MASTER_PORT as torchrun would set them, which textgan.runtime.Runtime.from_env r
 import json
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -19,6 +18,8 @@ import traceback
 
 import torch.multiprocessing as mp
 from common import CACHE
+
+from textgan.runtime import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CONFIG = os.path.join(ROOT, "configs", "demo.yaml")
@@ -48,12 +49,6 @@ def shapes_shards(resolution: int = 32, n: int = SHAPES_SAMPLES) -> str:
 # ---------------------------------------------------------------------- spawning ranks
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rank_entry(worker, rank, world_size, port, out_dir, args, threads):
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
                       LOCAL_WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
@@ -81,7 +76,7 @@ def spawn_ranks(worker, world_size: int, args=(), threads=None, timeout: float =
     torch threads per rank (None: torch's default). A failing rank fails the call with its traceback."""
     out_dir = tempfile.mkdtemp(prefix="bench-train-ranks-")
     ctx = mp.get_context("spawn")
-    port = _free_port()
+    port = free_port()
     procs = [ctx.Process(target=_rank_entry, args=(worker, r, world_size, port, out_dir, args, threads))
              for r in range(world_size)]
     try:

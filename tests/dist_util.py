@@ -12,7 +12,6 @@ tiny StyleGAN2 networks (16 px), the real objective and deterministic synthetic 
 """
 
 import os
-import socket
 import sys
 import time
 import traceback
@@ -20,13 +19,9 @@ import traceback
 import torch
 import torch.multiprocessing as mp
 
+from textgan.runtime import free_port
+
 # ---------------------------------------------------------------------- running ranks
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _entry(worker, rank, world_size, port, out_dir, args, env):
@@ -50,7 +45,7 @@ def run_ranks(worker, tmp_path, world_size=2, args=(), env=None, timeout=600):
     """Run worker on `world_size` local ranks; returns their results in rank order."""
     out_dir = os.path.join(str(tmp_path), f"ranks-{time.time_ns()}")
     os.makedirs(out_dir)
-    port = _free_port()
+    port = free_port()
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_entry, args=(worker, r, world_size, port, out_dir, args, env))
              for r in range(world_size)]

@@ -7,7 +7,6 @@
     encode_ids                           -> the text condition of captions "picture {id}": the id itself
 """
 
-import hashlib
 import io
 import json
 import os
@@ -15,8 +14,8 @@ import os
 import numpy as np
 import torch
 import torch.nn.functional as F
-import webdataset as wds
 from PIL import Image
+from shard_fixture import write_shard_dir
 from torch_fidelity import FeatureExtractorBase, register_feature_extractor
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
@@ -106,38 +105,23 @@ def write_image_shards(out_dir, images, ids, split="val", source="shapes", sampl
     """Shards (format of textgan/data/format.py) holding `images` (uint8 [N, R, R, 3]) under `ids`, with
     two captions each; `jpegs`: {position: bytes} stored instead of encoding that image (to plant an
     exact duplicate). Returns the stored images as decoded (uint8 [N, R, R, 3])."""
-    out_dir = str(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
     resolution = int(images.shape[1])
     jpegs = jpegs or {}
-    shards, decoded = [], []
-    for index, start in enumerate(range(0, len(ids), samples_per_shard)):
-        name = fmt.shard_name(split, index)
-        path = os.path.join(out_dir, name)
-        with wds.TarWriter(path) as sink:
-            for k in range(start, min(start + samples_per_shard, len(ids))):
-                image_id = int(ids[k])
-                data = jpegs.get(k) or jpeg_bytes(images[k])
-                decoded.append(decode_jpeg(data))
-                meta = {"image_id": image_id, "file_name": f"{image_id:012d}.jpg",
-                        "captions": [caption_of(image_id, 0), caption_of(image_id, 1)],
-                        "width": resolution, "height": resolution, "split": split, "attributes": {}}
-                sink.write({"__key__": fmt.sample_key(image_id), fmt.KEY_JPG: data,
-                            fmt.KEY_JSON: json.dumps(meta).encode()})
-        with open(path, "rb") as f:
-            digest = hashlib.sha256(f.read()).hexdigest()
-        shards.append({"name": name, "samples": min(samples_per_shard, len(ids) - start), "sha256": digest})
-    manifest = {
-        "format": fmt.FORMAT_NAME, "format_version": fmt.FORMAT_VERSION, "builder_version": "metrics-fixture",
-        "source": source, "split": split,
-        "settings": {"resolution": resolution, "crop": "center", "quality": 95, "seed": 0, "limit": None,
-                     "samples_per_shard": samples_per_shard, "exclude_overlap": False,
-                     "features": {"clip": None, "perceptual": None}},
-        "annotations_sha256": None, "shards": shards, "samples": len(ids), "skipped": [], "captions_dropped": 0,
-        "captions_dropped_by_reason": {}, "overlap": {"checked_against": None, "ids": 0, "bytes": 0, "excluded": 0},
-    }
-    with open(os.path.join(out_dir, fmt.MANIFEST_NAME), "w") as f:
-        json.dump(manifest, f, indent=1)
+    decoded = []
+
+    def sample(k: int) -> dict:
+        image_id = int(ids[k])
+        data = jpegs.get(k) or jpeg_bytes(images[k])
+        decoded.append(decode_jpeg(data))
+        meta = {"image_id": image_id, "file_name": f"{image_id:012d}.jpg",
+                "captions": [caption_of(image_id, 0), caption_of(image_id, 1)],
+                "width": resolution, "height": resolution, "split": split, "attributes": {}}
+        return {"__key__": fmt.sample_key(image_id), fmt.KEY_JPG: data, fmt.KEY_JSON: json.dumps(meta).encode()}
+
+    shard_samples = [(sample(k) for k in range(start, min(start + samples_per_shard, len(ids))))
+                     for start in range(0, len(ids), samples_per_shard)]
+    write_shard_dir(out_dir, shard_samples, split=split, resolution=resolution, samples_per_shard=samples_per_shard,
+                    source=source, builder_version="metrics-fixture")
     return np.stack(decoded)
 
 

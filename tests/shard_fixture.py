@@ -13,7 +13,6 @@ Damage, to test the loader's skipping:
 The manifest keeps the counts and sha256 of the undamaged build, as the builder would have written them.
 """
 
-import hashlib
 import io
 import json
 import os
@@ -24,6 +23,7 @@ import webdataset as wds
 from PIL import Image
 
 from textgan.data import format as fmt
+from textgan.files import sha256_file
 
 CLIP_DIM = 8
 PERCEPTUAL_DIM = 4
@@ -88,9 +88,51 @@ def _truncate_mid_jpeg(path: str, image_id: int) -> None:
         f.truncate(cut)
 
 
-def _sha256(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
+def write_shard_dir(out_dir, shard_samples, *, split: str, resolution: int, samples_per_shard: int,
+                    source: str = "shapes", features=None, builder_version: str = "test-fixture") -> dict:
+    """The one hand-written shard writer of the tests: each entry of `shard_samples` (an iterable of
+    WebDataset sample dicts) becomes one tar, named as the builder names them, and manifest.json is
+    written in the builder's shape with each tar's count and sha256. `features`: the manifest's
+    settings.features (default: none stored). Returns the manifest."""
+    out_dir = str(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    shards = []
+    for index, samples in enumerate(shard_samples):
+        name = fmt.shard_name(split, index)
+        path = os.path.join(out_dir, name)
+        count = 0
+        with wds.TarWriter(path) as sink:
+            for sample in samples:
+                sink.write(sample)
+                count += 1
+        shards.append({"name": name, "samples": count, "sha256": sha256_file(path)})
+    manifest = {
+        "format": fmt.FORMAT_NAME,
+        "format_version": fmt.FORMAT_VERSION,
+        "builder_version": builder_version,
+        "source": source,
+        "split": split,
+        "settings": {
+            "resolution": resolution,
+            "crop": "center",
+            "quality": 95,
+            "seed": 0,
+            "limit": None,
+            "samples_per_shard": samples_per_shard,
+            "exclude_overlap": False,
+            "features": features or {"clip": None, "perceptual": None},
+        },
+        "annotations_sha256": None,
+        "shards": shards,
+        "samples": sum(shard["samples"] for shard in shards),
+        "skipped": [],
+        "captions_dropped": 0,
+        "captions_dropped_by_reason": {},
+        "overlap": {"checked_against": None, "ids": 0, "bytes": 0, "excluded": 0},
+    }
+    with open(os.path.join(out_dir, fmt.MANIFEST_NAME), "w") as f:
+        json.dump(manifest, f, indent=1)
+    return manifest
 
 
 def write_shards(
@@ -106,21 +148,10 @@ def write_shards(
 ) -> dict:
     """Write tars with ids 0..n_samples-1 (in order, `samples_per_shard` per tar) and manifest.json;
     return the manifest."""
-    out_dir = str(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
     corrupt = set(corrupt)
-    shards = []
-    for index, ids in enumerate(shard_ids(n_samples, samples_per_shard)):
-        name = fmt.shard_name(split, index)
-        path = os.path.join(out_dir, name)
-        with wds.TarWriter(path) as sink:
-            for image_id in ids:
-                sink.write(_sample(image_id, resolution, captions_per_image, features, corrupt))
-        shards.append({"name": name, "samples": len(ids), "sha256": _sha256(path)})
-        if index == truncate_shard:
-            _truncate_mid_jpeg(path, ids[len(ids) // 2])
-    if truncate_shard is not None and not 0 <= truncate_shard < len(shards):
-        raise ValueError(f"truncate_shard={truncate_shard} but only {len(shards)} shards were written")
+    ids_by_shard = shard_ids(n_samples, samples_per_shard)
+    if truncate_shard is not None and not 0 <= truncate_shard < len(ids_by_shard):
+        raise ValueError(f"truncate_shard={truncate_shard} but only {len(ids_by_shard)} shards were written")
     # Shaped like the towers' identities in textgan.encoders (the loader only needs "not null").
     feature_settings = {
         "clip": {"model": "test-constant", "pretrained": None, "weights_sha256": None, "random_weights": True,
@@ -128,30 +159,11 @@ def write_shards(
         "perceptual": {"arch": "test-constant", "weights": None, "weights_sha256": None, "random_weights": True,
                        "dim": PERCEPTUAL_DIM} if features else None,
     }
-    manifest = {
-        "format": fmt.FORMAT_NAME,
-        "format_version": fmt.FORMAT_VERSION,
-        "builder_version": "test-fixture",
-        "source": "shapes",
-        "split": split,
-        "settings": {
-            "resolution": resolution,
-            "crop": "center",
-            "quality": 95,
-            "seed": 0,
-            "limit": None,
-            "samples_per_shard": samples_per_shard,
-            "exclude_overlap": False,
-            "features": feature_settings,
-        },
-        "annotations_sha256": None,
-        "shards": shards,
-        "samples": n_samples,
-        "skipped": [],
-        "captions_dropped": 0,
-        "captions_dropped_by_reason": {},
-        "overlap": {"checked_against": None, "ids": 0, "bytes": 0, "excluded": 0},
-    }
-    with open(os.path.join(out_dir, fmt.MANIFEST_NAME), "w") as f:
-        json.dump(manifest, f, indent=1)
+    shard_samples = [(_sample(image_id, resolution, captions_per_image, features, corrupt) for image_id in ids)
+                     for ids in ids_by_shard]
+    manifest = write_shard_dir(out_dir, shard_samples, split=split, resolution=resolution,
+                               samples_per_shard=samples_per_shard, features=feature_settings)
+    if truncate_shard is not None:  # after the manifest: it keeps the undamaged counts and sha256
+        ids = ids_by_shard[truncate_shard]
+        _truncate_mid_jpeg(os.path.join(str(out_dir), manifest["shards"][truncate_shard]["name"]), ids[len(ids) // 2])
     return manifest

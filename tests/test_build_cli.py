@@ -60,7 +60,11 @@ def test_bad_invocations_exit_2_with_a_message_and_write_nothing(tmp_path, case,
 
 @pytest.mark.parametrize("args, message", [
     (["--quality", "0"], "JPEG quality must be >= 1"),
-    (["--resolution", "4"], "resolution must be >= 8"),
+    # Training accepts only these sides (config validation and the networks use the same list), so
+    # the builder refuses any other before writing a shard that could never be trained on.
+    (["--resolution", "30"], "resolution must be one of 16, 32, 64, 128, 256, 512, 1024"),
+    (["--resolution", "4"], "resolution must be one of 16, 32, 64, 128, 256, 512, 1024"),
+    (["--resolution", "2048"], "resolution must be one of 16, 32, 64, 128, 256, 512, 1024"),
     (["--num-parts", "2", "--part", "2"], "--part 2 is not in 0..1"),
     (["--crop", "stretch"], "invalid choice: 'stretch'"),
     (["--clip-pretrained", "openai"], "need --clip-model"),

@@ -80,7 +80,7 @@ def test_shapes_coco_layout_builds_through_the_coco_path(tmp_path):
 
 def test_coco_train_skips_every_bad_case_with_its_reason(coco, tmp_path):
     out = tmp_path / "out"
-    assert build("coco", "--root", coco["root"], "--split", "train", "--out", out, "--resolution", 24,
+    assert build("coco", "--root", coco["root"], "--split", "train", "--out", out, "--resolution", 32,
                  "--samples-per-shard", 4) == 0
     expect, m = coco["train"], read_manifest(out)
     assert {e["image_id"]: e["reason"] for e in m["skipped"]} == expect["skip"]
@@ -92,7 +92,7 @@ def test_coco_train_skips_every_bad_case_with_its_reason(coco, tmp_path):
     assert sorted(int(k) for _, k, _ in samples) == expect["good_ids"]
     for _, key, entries in samples:
         img, meta = decode(entries["jpg"]), json.loads(entries["json"])
-        assert (img.format, img.mode, img.size) == ("JPEG", "RGB", (24, 24))
+        assert (img.format, img.mode, img.size) == ("JPEG", "RGB", (32, 32))
         assert meta["captions"] == expect["captions"][int(key)]
         assert (meta["width"], meta["height"]) == expect["sizes"][int(key)]
         assert meta["split"] == "train" and "attributes" not in meta
@@ -185,7 +185,8 @@ def test_feature_flags_store_float16_features_and_record_the_models(tmp_path):
     from tiny_models import register_tiny_clip, tiny_clip_weights, tiny_resnet_weights
 
     from textgan.data.decode import decode_jpeg, to_float_image
-    from textgan.encoders import load_clip, sha256_file
+    from textgan.encoders import load_clip
+    from textgan.files import sha256_file
 
     clip_name, clip_file = register_tiny_clip(), tiny_clip_weights(tmp_path)
     resnet_file = tiny_resnet_weights(tmp_path)

@@ -12,7 +12,8 @@ from PIL import Image
 from tiny_models import register_tiny_clip, tiny_clip_weights, tiny_resnet_weights
 
 from textgan.data.decode import to_float_image
-from textgan.encoders import load_clip, load_perceptual, sha256_file
+from textgan.encoders import load_clip, load_perceptual
+from textgan.files import sha256_file
 from textgan.errors import UsageError
 
 

@@ -1,7 +1,6 @@
 """FID / KID / IS through torch-fidelity: known values on known images, equal to torch-fidelity's own
 calculate_metrics, recorded with their protocol; missing Inception weights give a clear error."""
 
-import json
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ from metrics_fixture import (
 )
 
 from textgan.errors import UsageError
+from textgan.files import read_jsonl
 from textgan.metrics import MetricEvaluator
 from textgan.metrics.extractor import Extractor, default_inception_weights
 from textgan.metrics.generation import to_uint8
@@ -107,7 +107,7 @@ def test_results_record_their_protocol_and_timing_in_jsonl(sets, tmp_path):
     G = LookupGenerator(np.concatenate([VAL_IDS, TRAIN_IDS]), np.concatenate([val, val[:len(TRAIN_IDS)]]), shift=0.2)
     for kimg in (1.0, 2.0):
         report = ev.run(G, encode_ids, kimg=kimg, tick=int(kimg), snapshot=f"{int(kimg):06d}")
-    lines = [json.loads(x) for x in (tmp_path / "metric-fid32.jsonl").read_text().splitlines()]
+    lines = read_jsonl(tmp_path / "metric-fid32.jsonl")
     assert [x["kimg"] for x in lines] == [1.0, 2.0] and lines[1]["snapshot"] == "000002"
     assert lines[0]["value"] == pytest.approx(report["fid32"].value)
     p = lines[0]["protocol"]
@@ -119,7 +119,7 @@ def test_results_record_their_protocol_and_timing_in_jsonl(sets, tmp_path):
     assert report["fid32"].shared_with == ("kid32",) and report["fid32"].images_per_sec > 0
     assert report.seconds >= report["fid32"].seconds > 0
     assert report.scalars().keys() == {"Metrics/fid32", "Metrics/kid32", "Metrics/fid32_train"}
-    train = json.loads((tmp_path / "metric-fid32_train.jsonl").read_text().splitlines()[0])
+    train = read_jsonl(tmp_path / "metric-fid32_train.jsonl")[0]
     assert train["protocol"]["reference_set"] == "train" and train["protocol"]["reference"]["shards"] == sets[3]
     assert train["protocol"]["leakage"]["checked"] is False
     assert train["value"] > 1e-3  # val pictures against train pictures: a real distance

@@ -6,7 +6,6 @@ refused with the file named and that nothing ran, then prove in a subprocess tha
 Nothing is downloaded: InceptionV3 is never constructed, and the good-weights cases use the tiny
 registered extractor of tests/metrics_fixture.py."""
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import torch
 from metrics_fixture import metrics_config, register_tiny_extractor, tiny_extractor_weights
 
 from textgan.errors import UsageError
+from textgan.files import sha256_file
 from textgan.metrics import validate_metrics_config
 from textgan.metrics.extractor import Extractor, default_inception_weights
 
@@ -34,11 +34,6 @@ def _malicious(path, marker) -> str:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     torch.save({"conv.weight": torch.zeros(1), "payload": _Payload(str(marker))}, path)
     return str(path)
-
-
-def _sha256(path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 def _assert_live(path, marker):
@@ -68,14 +63,14 @@ def test_a_planted_hub_cache_file_is_refused_by_its_name_digest(tmp_path, monkey
         Extractor("inception-v3-compat")
     assert not os.path.exists(marker)  # nothing was executed
     assert "the file name says sha256 6726825d..." in str(refused.value)
-    assert planted in str(refused.value) and _sha256(planted) in str(refused.value)
+    assert planted in str(refused.value) and sha256_file(planted) in str(refused.value)
     _assert_live(planted, marker)
 
 
 def test_tensor_weights_must_match_every_known_digest(tmp_path):
     name = register_tiny_extractor()
     weights = tiny_extractor_weights(tmp_path / "tiny.pth", seed=3)
-    digest = _sha256(weights)
+    digest = sha256_file(weights)
     # plain tensors, no digest known: accepted, and the recorded digest is the file's
     assert Extractor(name, weights=weights).identity["weights_sha256"] == digest
     assert Extractor(name, weights=weights, weights_sha256=digest.upper()).identity["weights_sha256"] == digest

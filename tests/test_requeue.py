@@ -7,7 +7,6 @@ sent to the running ranks as Slurm does. The Slurm versions of these tests are i
 """
 
 import itertools
-import json
 import os
 import signal
 import subprocess
@@ -20,6 +19,8 @@ import torch
 from dist_util import run_ranks
 from test_train_e2e import ROOT, SUBMIT, TINY, deterministic, shards, stats_lines  # noqa: F401 (fixture)
 from test_train_multirank import processes_mentioning
+
+from textgan.files import read_jsonl
 
 DEMO = os.path.join(ROOT, "configs", "demo.yaml")
 # 2 ranks x batch_gpu 4 = 8 images per iteration; a tick is 4 iterations, the run 2 ticks (8 iterations).
@@ -116,8 +117,7 @@ def test_a_signalled_local_job_checkpoints_requeues_itself_and_finishes_with_the
 
     assert "stopped at kimg" in out and "resumed from" in out
     assert out.count("==== textgan attempt 1 ") == 1 and out.count("==== textgan attempt 2 ") == 1
-    with open(os.path.join(run_dir, "requeues.jsonl")) as f:
-        records = [json.loads(line) for line in f]
+    records = read_jsonl(os.path.join(run_dir, "requeues.jsonl"))
     assert [r["requeue"] for r in records] == [1]
     assert [deterministic(line) for line in stats_lines(run_dir)] == reference
 

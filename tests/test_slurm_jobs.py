@@ -27,6 +27,8 @@ import pytest
 from test_requeue import REQUEUE, TOTAL_KIMG, reference  # noqa: F401  (reference is a fixture)
 from test_train_e2e import ROOT, SUBMIT, TINY, deterministic, shards, stats_lines  # noqa: F401
 
+from textgan.files import read_jsonl
+
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.multiproc]
 
 SWEEP = os.path.join(ROOT, "launchers", "sweep.py")
@@ -156,7 +158,7 @@ def test_a_preempted_two_node_job_checkpoints_requeues_and_ends_with_the_uninter
     assert wait_final(job_id) == {job_id: "COMPLETED"}
 
     assert [deterministic(line) for line in stats_lines(run_dir)] == reference
-    assert [json.loads(line)["requeue"] for line in open(os.path.join(run_dir, "requeues.jsonl"))] == [1]
+    assert [line["requeue"] for line in read_jsonl(os.path.join(run_dir, "requeues.jsonl"))] == [1]
     log = open(os.path.join(run_dir, "logs", f"{job_id}_0_log.out")).read()
     first, second = log.index("==== textgan attempt 1 "), log.index("==== textgan attempt 2 ")
     assert first < log.index("stopped at kimg") < second < log.index("resumed from")  # both attempts' logs kept
@@ -230,7 +232,7 @@ def test_a_time_limit_checkpoints_requeues_and_the_job_still_reaches_its_target(
     assert wait_final(job_id, timeout=600) == {job_id: "COMPLETED"}
     kimgs = [round(line["Progress/kimg"]["mean"], 3) for line in stats_lines(run_dir)]
     assert kimgs == [float(k) for k in range(1, TIMELIMIT_KIMG + 1)]  # every tick once, up to the target
-    requeues = [json.loads(line) for line in open(os.path.join(run_dir, "requeues.jsonl"))]
+    requeues = read_jsonl(os.path.join(run_dir, "requeues.jsonl"))
     assert 1 <= len(requeues) <= 4
     log = open(os.path.join(run_dir, "logs", f"{job_id}_0_log.out")).read()
     assert log.count("stopped at kimg") == len(requeues) and "resumed from" in log

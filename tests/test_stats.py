@@ -15,14 +15,14 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from PIL import Image
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+from textgan.files import read_jsonl
 from textgan.train.stats import StatsCollector, StatsWriter, is_deterministic_key, truncate_stats
 
 SQRT_1_25 = math.sqrt(1.25)
 
 
 def read_lines(run_dir):
-    with open(run_dir / "stats.jsonl") as f:
-        return [json.loads(line) for line in f]
+    return read_jsonl(run_dir / "stats.jsonl")
 
 
 def events(run_dir):

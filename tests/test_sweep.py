@@ -37,6 +37,17 @@ def test_the_grid_is_a_cartesian_product_named_after_its_overrides(tmp_path):
     assert same[0].name == "000-model.size=1-other.size=2"
 
 
+def test_grid_values_read_as_recipes_read_them(tmp_path):
+    """Grids and recipes share one YAML reader: 1e-3 is the float 0.001 in both (plain PyYAML reads an
+    exponent without a dot as the string '1e-3', which would reach the config as a quoted string)."""
+    grid = load_grid(write(tmp_path / "g.yaml", "grid:\n  optim.G_lr: [1e-3, 2.5e-3]\nfixed:\n  loss.r1_gamma: 1e-1\n"))
+    points = expand_grid(grid)
+    assert [p.values["optim.G_lr"] for p in points] == [0.001, 0.0025]
+    assert points[0].overrides == ["loss.r1_gamma=0.1", "optim.G_lr=0.001"]
+    with pytest.raises(UsageError, match=r"grid file .*missing.yaml does not exist \(see configs/sweeps/"):
+        load_grid(str(tmp_path / "missing.yaml"))
+
+
 @pytest.mark.parametrize("text, message", [
     ("fixed:\n  a.b: 1\n", "needs a 'grid:' mapping"),
     ("grid:\n  a.b: 3\n", "non-empty list"),

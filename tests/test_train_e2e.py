@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from textgan.data.builder import BuildConfig, build
+from textgan.files import read_jsonl
 from textgan.train.stats import is_deterministic_key
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,8 +44,7 @@ def submit(*args, outdir, shards, total_kimg):
 
 
 def stats_lines(run_dir):
-    with open(os.path.join(run_dir, "stats.jsonl")) as f:
-        return [json.loads(line) for line in f]
+    return read_jsonl(os.path.join(run_dir, "stats.jsonl"))
 
 
 def deterministic(line):

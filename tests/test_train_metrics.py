@@ -6,7 +6,6 @@ Real components: training_loop on 2 gloo ranks (DeepSpeed, CPU) over 16-px shape
 feature extractor of metrics_fixture registered in each rank (a launcher subprocess could not see it).
 """
 
-import json
 import os
 
 import pytest
@@ -17,6 +16,7 @@ from test_train_e2e import ROOT, TINY, shards  # noqa: F401  (shards is a fixtur
 
 from textgan.config import load_config
 from textgan.errors import UsageError
+from textgan.files import read_jsonl, sha256_file
 
 DEMO = os.path.join(ROOT, "configs", "demo.yaml")
 PRIMARY = "fid64_train"  # the first metric listed decides the best checkpoint (lower is better)
@@ -44,8 +44,7 @@ def _overrides(shards_dir, cache, total_kimg, metrics=(PRIMARY, "shapes_alignmen
 
 
 def _lines(run_dir, name):
-    with open(os.path.join(run_dir, f"metric-{name}.jsonl")) as f:
-        return [json.loads(line) for line in f]
+    return read_jsonl(os.path.join(run_dir, f"metric-{name}.jsonl"))
 
 
 def _scalars(run_dir, tag):
@@ -124,20 +123,13 @@ def test_a_run_records_metrics_keeps_the_best_checkpoint_and_resumes_with_it(tmp
     client = torch.load(os.path.join(best_dir, "client_state.pt"), weights_only=True)
     client["best_metric"]["value"] = 0.0
     torch.save(client, os.path.join(best_dir, "client_state.pt"))
-    weights = _sha256(os.path.join(best_dir, "weights.pt"))
+    weights = sha256_file(os.path.join(best_dir, "weights.pt"))
     second = run_ranks(train_worker, tmp_path, 2, args=(_overrides(shards, cache, 0.080), run_dir, "auto"))
     fid = _lines(run_dir, PRIMARY)
     assert [x["tick"] for x in fid] == [1, 2, 3, 4, 5] and min(x["value"] for x in fid) > 0
     assert _best_record(run_dir) == {**record, "value": 0.0} == second[0]["best_metric"]
-    assert _sha256(os.path.join(best_dir, "weights.pt")) == weights  # not overwritten by a worse G_ema
+    assert sha256_file(os.path.join(best_dir, "weights.pt")) == weights  # not overwritten by a worse G_ema
     assert second[0]["kimg"] == 0.080 and _complete(os.path.join(run_dir, "checkpoints")) == ["000000.080"]
-
-
-def _sha256(path):
-    import hashlib
-
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 @pytest.mark.slow

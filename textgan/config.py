@@ -20,8 +20,8 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from textgan.errors import UsageError
-from textgan.metrics.config import MetricsConfig, validate_metrics_config
-from textgan.ranges import above, at_least, between, check_range
+from textgan.config_metrics import MetricsConfig, validate_metrics_config
+from textgan.ranges import RESOLUTIONS, above, at_least, between, check_range, resolutions_text
 
 
 @dataclass
@@ -152,7 +152,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     dist: DistConfig = field(default_factory=DistConfig)
-    metrics: MetricsConfig = field(default_factory=MetricsConfig)  # textgan.metrics; none by default
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)  # textgan/config_metrics.py; none by default
     seed: int = 0
     desc: str = ""  # run directory suffix; default: the config file's stem
 
@@ -259,6 +259,18 @@ def _explain(error: OmegaConfBaseException, source: str) -> UsageError:
     return UsageError(f"{source}: invalid config: {error}")
 
 
+def read_yaml(path: str, what: str, missing_hint: str):
+    """The YAML file at `path` as OmegaConf reads it: every YAML file textgan reads (recipes, sweep grids)
+    goes through here, so a value such as 1e-3 is the same float in both (plain PyYAML reads it as a
+    string). UsageError naming `what` and the file when it is missing (plus `missing_hint`) or not YAML."""
+    try:
+        return OmegaConf.load(path)
+    except FileNotFoundError as e:
+        raise UsageError(f"{what} {path} does not exist{missing_hint}") from e
+    except Exception as e:  # yaml errors carry line and column
+        raise UsageError(f"{what} {path} is not valid YAML: {e}") from e
+
+
 def _recipe_chain(path: str, seen: tuple = ()) -> list:
     """[(file, its YAML without `base`), ...] from the root recipe down to `path`. A recipe may
     start from another with `base: other.yaml` (relative to its own directory) and change only
@@ -267,13 +279,8 @@ def _recipe_chain(path: str, seen: tuple = ()) -> list:
     if path in seen:
         chain = " -> ".join(seen + (path,))
         raise UsageError(f"config files include each other in a loop: {chain}")
-    try:
-        loaded = OmegaConf.load(path)
-    except FileNotFoundError as e:
-        where = f" (named as `base` in {seen[-1]})" if seen else ""
-        raise UsageError(f"config file {path} does not exist{where}; recipes live in configs/") from e
-    except Exception as e:  # yaml errors carry line and column
-        raise UsageError(f"{path} is not valid YAML: {e}") from e
+    where = f" (named as `base` in {seen[-1]})" if seen else ""
+    loaded = read_yaml(path, "config file", f"{where}; recipes live in configs/")
     if not isinstance(loaded, DictConfig):  # a list, or a bare value: OmegaConf cannot merge it into sections
         raise UsageError(f"{path} must hold a mapping of config sections (data:, model:, schedule:, ...), "
                          f"not a {type(OmegaConf.to_container(loaded)).__name__}; see configs/demo.yaml")
@@ -320,8 +327,9 @@ def validate(cfg) -> None:
         raise UsageError(f"config key 'desc' is {cfg.desc!r}; allowed characters: letters, digits and . _ + = - "
                          "(it names the run directory and the Slurm job)")
     res = cfg.data.resolution
-    if res < 16 or res > 1024 or res & (res - 1):
-        raise UsageError(f"config key 'data.resolution' is {res}; it must be a power of two from 16 to 1024")
+    if res not in RESOLUTIONS:
+        raise UsageError(f"config key 'data.resolution' is {res}; it must be a power of two from 16 to 1024 "
+                         f"({resolutions_text()}), the resolution the shards were built at")
     sched = cfg.schedule
     if sched.batch_size % sched.batch_gpu:
         raise UsageError(

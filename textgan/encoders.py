@@ -16,7 +16,6 @@ Pure torch + open_clip + torchvision; nothing distributed.
 """
 
 import difflib
-import hashlib
 import logging
 import os
 import warnings
@@ -35,6 +34,7 @@ open_clip.add_model_config(BUILTIN_MODEL_CONFIGS)
 from torch import nn
 
 from textgan.errors import UsageError
+from textgan.files import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -43,15 +43,6 @@ WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 PERCEPTUAL_DIMS = {"resnet18": 512, "resnet50": 2048, "vgg16": 512}
 # ResNet/VGG were trained on 224-px ImageNet crops; their features are most meaningful at that scale.
 PERCEPTUAL_SHORT_SIDE = 224
-
-
-def sha256_file(path: str, chunk_bytes: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks (weights files can be gigabytes)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _looks_like_path(value: str) -> bool:

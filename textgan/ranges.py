@@ -10,6 +10,11 @@ from dataclasses import dataclass
 
 from textgan.errors import UsageError
 
+# Image sides that G and D can be built for (StyleGAN2's blocks double from 4x4 up; below 16 the
+# discriminator has no room for its blocks). The one list: config validation, the shard builder's
+# --resolution and the networks all check against it, so shards that build always train.
+RESOLUTIONS = tuple(2**i for i in range(4, 11))  # 16 .. 1024
+
 
 def _number(value) -> str:
     return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else repr(value)
@@ -58,3 +63,8 @@ def check_range(name: str, value, allowed: Range) -> None:
     finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     kind = "" if finite else "a finite number "
     raise UsageError(f"{name} must be {kind}{allowed}, got {value!r}")
+
+
+def resolutions_text() -> str:
+    """'16, 32, 64, 128, 256, 512, 1024': the allowed image sides, for error messages."""
+    return ", ".join(str(r) for r in RESOLUTIONS)

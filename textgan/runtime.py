@@ -33,6 +33,7 @@ import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Optional
 
 import numpy as np
@@ -109,19 +110,15 @@ class Runtime:
         return {k: env[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
 
     def init_distributed(self, backend=None) -> None:
-        """Export the env, then create the process group through DeepSpeed (gloo on CPU, nccl on CUDA).
-        Idempotent: a second call is a no-op."""
+        """Export the env, then create torch's default process group (gloo on CPU, nccl on CUDA).
+        DeepSpeed adopts this group when textgan.train.engines builds the engines, so this module
+        needs no deepspeed import. Idempotent: a second call is a no-op."""
         if dist.is_available() and dist.is_initialized():
             return
         self.export_env()
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         backend = backend or ("nccl" if self.device.type == "cuda" else "gloo")
-        import deepspeed  # local: only the process-group start needs it here (engines live in train/)
-
-        # Without this, the CPU accelerator JIT-compiles a shared-memory all-reduce (83 s the first
-        # time) that gloo training does not need.
-        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
         if self.world_size == 1:
             self._pinned_gloo_interface = _pin_gloo_to_loopback(backend)
             _init_private_group(backend)
@@ -129,9 +126,9 @@ class Runtime:
             # (torchrun's agent already serves the store on MASTER_PORT: left to torchrun)
             self._pinned_gloo_interface = _pin_gloo_to_loopback(backend)
             _init_loopback_group(backend, self.rank, self.world_size, int(os.environ["MASTER_PORT"]))
-        # With a group already there DeepSpeed adopts it (deepspeed.comm wraps torch.distributed's
-        # default group) instead of creating a second one.
-        deepspeed.init_distributed(dist_backend=backend)
+        else:  # ranks on several hosts, or torchrun's agent store: the env:// rendezvous
+            dist.init_process_group(backend, init_method="env://", rank=self.rank, world_size=self.world_size,
+                                    timeout=_group_timeout())
         if dist.get_world_size() != self.world_size or dist.get_rank() != self.rank:
             raise RuntimeError(
                 f"process group has rank {dist.get_rank()} of {dist.get_world_size()}, but the launcher "
@@ -220,12 +217,16 @@ def _init_private_group(backend: str) -> None:
     dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
 
 
+def _group_timeout():
+    """How long a collective may wait for the other ranks: DeepSpeed's default (10 minutes), and its
+    DEEPSPEED_TIMEOUT variable (minutes) is honoured, as when DeepSpeed started the group itself."""
+    return timedelta(minutes=int(os.environ.get("DEEPSPEED_TIMEOUT", 10)))
+
+
 def _init_loopback_group(backend: str, rank: int, world_size: int, port: int) -> None:
     """Ranks that all meet at a loopback MASTER_ADDR: rank 0 binds the store's socket to 127.0.0.1
     itself and hands it to TCPStore (master_listen_fd), the others connect there."""
-    from datetime import timedelta
-
-    timeout = timedelta(minutes=int(os.environ.get("DEEPSPEED_TIMEOUT", 10)))  # DeepSpeed's default
+    timeout = _group_timeout()
     listen_fd = None
     if rank == 0:
         server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -19,6 +19,7 @@ from textgan.data.build_outdir import remove_stale_tmp
 from textgan.data.build_run import WorkerCrashed
 from textgan.data.builder import BuildConfig, BuildWriteError, build, default_workers
 from textgan.errors import UsageError
+from textgan.ranges import RESOLUTIONS, resolutions_text
 
 
 def _int_at_least(minimum: int, what: str):
@@ -33,6 +34,19 @@ def _int_at_least(minimum: int, what: str):
     return parse
 
 
+def _resolution(text: str) -> int:
+    """Only sides that training accepts: a shard set at any other side could be built but never trained on."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value not in RESOLUTIONS:
+        raise argparse.ArgumentTypeError(
+            f"resolution must be one of {resolutions_text()} (a power of two that the networks can be built for), "
+            f"got {text!r}")
+    return value
+
+
 def _quality(text: str) -> int:
     value = _int_at_least(1, "JPEG quality")(text)
     if value > 100:
@@ -44,8 +58,8 @@ def _common_options(default_resolution: int) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("output")
     g.add_argument("--out", required=True, help="output directory (shards + manifest.json)")
-    g.add_argument("--resolution", type=_int_at_least(8, "resolution"), default=default_resolution,
-                   help=f"side of the stored square images in pixels (default {default_resolution})")
+    g.add_argument("--resolution", type=_resolution, default=default_resolution,
+                   help=f"side of the stored square images in pixels, one of {resolutions_text()} (default {default_resolution})")
     g.add_argument("--crop", choices=fmt.CROP_MODES, default="center",
                    help="center: crop the central square; pad: keep the whole image, pad with black")
     g.add_argument("--quality", type=_quality, default=95, help="JPEG quality 1-100 (default 95)")

@@ -20,19 +20,18 @@ both sides (identical emptiness is not a duplicate image; such files are skipped
 as are records without a file on disk.
 """
 
-import hashlib
 import os
 import re
 from collections import defaultdict
 
 from textgan.data.coco import load_annotation_file, parse_images
 from textgan.errors import UsageError
+from textgan.files import sha256_file
 
 _YEARS = (2014, 2017)
 _OTHER_SPLIT = {"train": "val", "val": "train"}
 # The image id is the last run of digits of the stem, after "_" or at its start.
 _ID_IN_NAME = re.compile(r"(?:^|_)(\d+)$")
-_CHUNK = 1 << 20
 
 
 def image_id_from_name(file_name: str):
@@ -42,14 +41,10 @@ def image_id_from_name(file_name: str):
 
 
 def _sha256(path: str):
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(_CHUNK), b""):
-                digest.update(chunk)
+        return sha256_file(path)
     except OSError:  # unreadable: cannot be shown identical, so it is not reported
         return None
-    return digest.hexdigest()
 
 
 def _files_by_size(folder: str) -> dict:

@@ -13,7 +13,6 @@ Tars are written with a fixed mtime, owner and mode, and sample entries in sorte
 key order, so the same samples give byte-identical tars (and sha256) on every run.
 """
 
-import hashlib
 import io
 import json
 import os
@@ -22,6 +21,7 @@ import numpy as np
 
 from textgan.data import format as fmt
 from textgan.data.manifest import fsync_dir, read_json, write_json_atomic
+from textgan.files import sha256_file
 
 # 2020-01-01T00:00:00Z: any constant works; the point is that it never changes.
 TAR_MTIME = 1577836800
@@ -29,14 +29,6 @@ TAR_MTIME = 1577836800
 
 def record_path(out_dir: str, name: str) -> str:
     return os.path.join(out_dir, name + fmt.SHARD_RECORD_SUFFIX)
-
-
-def sha256_file(path: str, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def npy_bytes(array) -> bytes:

@@ -17,8 +17,8 @@ from PIL import Image
 from textgan.data import format as fmt
 from textgan.data.manifest import (find_part_manifests, load_manifest, load_manifest_file, manifest_path,
                                    shard_path)
-from textgan.data.shard_writer import sha256_file
 from textgan.errors import UsageError
+from textgan.files import sha256_file
 
 
 @dataclass

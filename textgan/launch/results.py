@@ -18,6 +18,8 @@ import re
 import subprocess
 from typing import Dict, List, Optional
 
+from textgan.files import read_jsonl
+
 SWEEP_FILE = "sweep.json"
 CSV_FILE = "results.csv"
 MARKDOWN_FILE = "results.md"
@@ -29,26 +31,11 @@ def lower_is_better(metric: str) -> bool:
     return bool(_LOWER_IS_BETTER.search(metric))
 
 
-def _jsonl(path: str) -> List[dict]:
-    """The complete lines of a JSON-lines file (a torn last line from a running job is skipped)."""
-    out = []
-    try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    out.append(json.loads(line))
-                except ValueError:
-                    continue
-    except FileNotFoundError:
-        pass
-    return out
-
-
 def metric_summary(path: str) -> Dict[str, dict]:
     """{column: {"latest", "best", "best_kimg"}} for one metric-NAME.jsonl."""
     metric = os.path.basename(path)[len("metric-"):-len(".jsonl")]
     by_tick = {}
-    for entry in _jsonl(path):  # a resumed run may measure a tick again: the last measurement counts
+    for entry in read_jsonl(path, tolerant=True):  # a resumed run may measure a tick again: the last measurement counts
         if isinstance(entry.get("results"), dict):
             by_tick[(entry.get("tick"), entry.get("kimg"))] = entry
     series: Dict[str, list] = {}
@@ -74,13 +61,13 @@ def metric_summary(path: str) -> Dict[str, dict]:
 def point_row(run_dir: str) -> dict:
     """Everything the table shows about one run directory (values only; no formatting)."""
     row: dict = {"kimg": None, "tick": None, "requeues": 0, "losses": {}, "metrics": {}}
-    stats = _jsonl(os.path.join(run_dir, "stats.jsonl"))
+    stats = read_jsonl(os.path.join(run_dir, "stats.jsonl"), tolerant=True)
     if stats:
         last = stats[-1]
         row["kimg"] = last.get("Progress/kimg", {}).get("mean")
         row["tick"] = int(last.get("Progress/tick", {}).get("mean") or 0)
         row["losses"] = {k: v.get("mean") for k, v in last.items() if k.startswith("Loss/") and isinstance(v, dict)}
-    row["requeues"] = len(_jsonl(os.path.join(run_dir, "requeues.jsonl")))
+    row["requeues"] = len(read_jsonl(os.path.join(run_dir, "requeues.jsonl"), tolerant=True))
     for path in sorted(glob.glob(os.path.join(run_dir, "metric-*.jsonl"))):
         row["metrics"].update(metric_summary(path))
     return row
@@ -168,7 +155,7 @@ def write_hparams(sweep: dict, sweep_dir: str, raw) -> None:
     from torch.utils.tensorboard import SummaryWriter
     from torch.utils.tensorboard.summary import hparams
 
-    from textgan.train.stats import _hparam_value
+    from textgan.train.stats import hparam_value
 
     for point, row, _ in raw:
         run_dir = os.path.join(sweep_dir, point["name"])
@@ -183,7 +170,7 @@ def write_hparams(sweep: dict, sweep_dir: str, raw) -> None:
         step = int(round(metrics["Sweep/kimg"] * 1000))
         writer = SummaryWriter(log_dir=run_dir, filename_suffix=HPARAMS_SUFFIX)
         try:
-            values = {k: _hparam_value(v) for k, v in point["values"].items()}
+            values = {k: hparam_value(v) for k, v in point["values"].items()}
             for summary in hparams(values, metrics):
                 writer.file_writer.add_summary(summary, step)
             for name, value in metrics.items():

@@ -18,7 +18,9 @@ import os
 from typing import Dict, List
 
 import yaml
+from omegaconf import Container, OmegaConf
 
+from textgan.config import read_yaml
 from textgan.errors import UsageError
 from textgan.train.rundir import sanitize_desc
 
@@ -52,13 +54,8 @@ def _override_value(value) -> str:
 
 
 def load_grid(path: str) -> Grid:
-    try:
-        with open(path) as f:
-            data = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise UsageError(f"grid file {path} does not exist (see configs/sweeps/ for examples)") from None
-    except yaml.YAMLError as e:
-        raise UsageError(f"grid file {path} is not valid YAML: {e}") from e
+    loaded = read_yaml(path, "grid file", " (see configs/sweeps/ for examples)")
+    data = OmegaConf.to_container(loaded, resolve=False) if isinstance(loaded, Container) else loaded
     if not isinstance(data, dict) or not isinstance(data.get("grid"), dict) or not data["grid"]:
         raise UsageError(f"grid file {path} needs a 'grid:' mapping of config keys to lists of values, e.g.\n"
                          "grid:\n  loss.r1_gamma: [1, 10]")

@@ -6,16 +6,16 @@
     report = evaluator.run(G_ema, text.encode, kimg=kimg, tick=tick, snapshot=tag)   # on every rank
     report.scalars()  # {"Metrics/fid10k": ...};  report.seconds;  report["fid10k"].protocol
 
-Files: config (MetricsConfig), registry (metric names), reference (which images and captions),
+Files: config (the cache dir; the `metrics:` section and the metric names are textgan/config_metrics.py, so
+that the config can check them without importing this room), reference (which images and captions),
 cache (keyed real statistics), extractor (torch-fidelity, offline), generation (rank split),
 fidelity / clip_score / diversity (the numbers), leakage, measure (per kind), evaluator (orchestration).
 """
 
-from textgan.metrics.config import MetricsConfig, validate_metrics_config
-from textgan.metrics.registry import MetricSpec, parse_metric, parse_metrics
+from textgan.config_metrics import MetricsConfig, MetricSpec, parse_metric, parse_metrics, validate_metrics_config
 
-# The evaluator (torch, numpy, torch-fidelity glue) loads on first use, so that textgan.config, which
-# holds MetricsConfig, stays as light to import as it was (no torch for --dry-run or config checks).
+# The evaluator (torch, numpy, torch-fidelity glue) loads on first use: importing textgan.metrics for a
+# name or a config check needs no torch.
 _LAZY = {"MetricEvaluator": "evaluator", "MetricResult": "evaluator", "MetricsReport": "evaluator",
          "LeakageError": "leakage"}
 

@@ -22,7 +22,7 @@ from textgan.metrics import leakage, measure
 from textgan.metrics.config import cache_dir_of
 from textgan.metrics.fidelity import library_versions
 from textgan.metrics.reference import load_index
-from textgan.metrics.registry import FIDELITY_KINDS, parse_metrics
+from textgan.config_metrics import FIDELITY_KINDS, parse_metrics
 
 IMAGE_KINDS = ("fid", "kid")  # metrics whose number depends on the reference images themselves
 

@@ -25,9 +25,9 @@ import re
 import numpy as np
 import torch
 
-from textgan.encoders import sha256_file
 from textgan.errors import UsageError
-from textgan.metrics.config import INCEPTION
+from textgan.files import sha256_file
+from textgan.config_metrics import INCEPTION
 
 
 def default_inception_weights() -> str:

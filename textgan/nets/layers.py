@@ -18,10 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from textgan.ranges import RESOLUTIONS as ALLOWED_RESOLUTIONS, resolutions_text
+
 LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)
 ACTIVATIONS = ("linear", "lrelu")
-ALLOWED_RESOLUTIONS = tuple(2**i for i in range(4, 11))  # 16 .. 1024
 FIR_TAPS = (1.0, 3.0, 3.0, 1.0)
 
 
@@ -31,9 +32,8 @@ FIR_TAPS = (1.0, 3.0, 3.0, 1.0)
 def check_resolution(resolution: int) -> int:
     """Return `resolution` if both G and D can be built for it; ValueError naming the allowed ones."""
     if not isinstance(resolution, int) or resolution not in ALLOWED_RESOLUTIONS:
-        allowed = ", ".join(str(r) for r in ALLOWED_RESOLUTIONS)
         raise ValueError(
-            f"img_resolution={resolution!r} is not supported: use a power of two from 16 to 1024 ({allowed})."
+            f"img_resolution={resolution!r} is not supported: use a power of two from 16 to 1024 ({resolutions_text()})."
         )
     return resolution
 

@@ -33,6 +33,11 @@ from torch import nn
 from textgan.config import check_world
 from textgan.errors import UsageError
 
+# Without this, DeepSpeed's CPU accelerator JIT-compiles a shared-memory all-reduce (83 s the first time,
+# cached in TORCH_EXTENSIONS_DIR) when deepspeed.comm starts; gloo training does not need it. Set on
+# import, before build_engines starts deepspeed.comm.
+deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # ZeRO-3's default buckets are 5e8 elements (1.9 GB of fp32 per engine): far too much for a CPU run.
 CPU_BUCKET_ELEMENTS = int(1e7)
@@ -186,6 +191,9 @@ def build_engines(G: nn.Module, D: nn.Module, cfg, runtime, ds_overrides: Option
             raise ValueError(f"{name} has zero-dimensional parameters {scalars}; give them shape [1]")
     G_ema = copy.deepcopy(G).eval().requires_grad_(False).to(runtime.device)
     accum = check_world(cfg, runtime.world_size)
+    # DeepSpeed adopts the process group the runtime started (deepspeed.comm wraps torch.distributed's
+    # default group) instead of creating a second one.
+    deepspeed.init_distributed(dist_backend=torch.distributed.get_backend())
     built = {}
     for side, module, lr in (("G", G, cfg.optim.G_lr), ("D", D, cfg.optim.D_lr)):
         ratio = lazy_reg_ratio(cfg, side)

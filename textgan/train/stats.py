@@ -163,7 +163,7 @@ def truncate_stats(path: str, resume_kimg: float) -> int:
     return len(kept)
 
 
-def _hparam_value(value):
+def hparam_value(value):
     """TensorBoard hparams accept numbers, strings and bools; show anything else (None, lists) as text."""
     return value if isinstance(value, (bool, int, float, str)) else str(value)
 
@@ -175,7 +175,7 @@ def flatten_hparams(tree: dict, prefix: str = "") -> dict:
         if isinstance(value, dict):
             flat.update(flatten_hparams(value, f"{prefix}{key}."))
         else:
-            flat[f"{prefix}{key}"] = _hparam_value(value)
+            flat[f"{prefix}{key}"] = hparam_value(value)
     return flat
 
 

@@ -1,0 +1,83 @@
+"""The house's import rules, read from the source with `ast` (every import statement, including the ones
+inside functions), so that a backward import fails here rather than in review:
+
+- the config (config.py and its metrics section, config_metrics.py) imports no room above it: only the
+  ground-floor modules errors.py and ranges.py;
+- the ground-floor modules (errors, ranges, files, atomic) import no other textgan module but errors;
+- train/engines.py is the only module that imports deepspeed;
+- networks and pure losses import neither torch.distributed nor deepspeed;
+- no module imports another module's private (underscore) name.
+"""
+
+import ast
+import os
+
+import pytest
+
+PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "textgan")
+CONFIG_ROOM = ("config.py", "config_metrics.py")
+GROUND_FLOOR = ("errors.py", "ranges.py", "files.py", "atomic.py")
+
+
+def _modules() -> dict:
+    """{path relative to textgan/: parsed tree} for every module of the package."""
+    found = {}
+    for folder, _, files in os.walk(PACKAGE):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                with open(path, encoding="utf-8") as f:
+                    found[os.path.relpath(path, PACKAGE)] = ast.parse(f.read(), filename=path)
+    return found
+
+
+MODULES = _modules()
+
+
+def _imports(tree, path: str) -> list:
+    """[(absolute module, [names])] of every import statement in textgan/`path`; `import a.b` gives
+    ("a.b", []), `from .layers import x` in nets/__init__.py gives ("textgan.nets.layers", ["x"])."""
+    package = ["textgan"] + os.path.dirname(path).split(os.sep) if os.path.dirname(path) else ["textgan"]
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(alias.name, []) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else []
+            out.append((".".join(base + ([node.module] if node.module else [])), [a.name for a in node.names]))
+    return out
+
+
+def _textgan_imports(path: str) -> set:
+    return {module for module, _ in _imports(MODULES[path], path) if module.split(".")[0] == "textgan"}
+
+
+@pytest.mark.parametrize("name", CONFIG_ROOM)
+def test_the_config_imports_no_room_above_it(name):
+    assert _textgan_imports(name) <= {"textgan.errors", "textgan.ranges", "textgan.config_metrics"}
+
+
+@pytest.mark.parametrize("name", GROUND_FLOOR)
+def test_the_ground_floor_modules_import_only_errors(name):
+    assert _textgan_imports(name) <= {"textgan.errors"}
+
+
+def test_only_the_engines_module_imports_deepspeed():
+    importers = sorted(path for path, tree in MODULES.items()
+                       if any(module.split(".")[0] == "deepspeed" for module, _ in _imports(tree, path)))
+    assert importers == [os.path.join("train", "engines.py")]
+
+
+@pytest.mark.parametrize("room", ["nets", "losses"])
+def test_networks_and_losses_know_nothing_of_ranks(room):
+    for path, tree in MODULES.items():
+        if path.startswith(room + os.sep):
+            modules = {module for module, _ in _imports(tree, path)}
+            assert not {m for m in modules if m.split(".")[0] == "deepspeed" or m.startswith("torch.distributed")}, path
+
+
+def test_no_module_imports_a_private_name_of_another():
+    private = [(path, module, name) for path, tree in MODULES.items() for module, names in _imports(tree, path)
+               if module.startswith("textgan") for name in names
+               if name.startswith("_") and not name.endswith("__")]  # dunders such as __version__ are public
+    assert private == []
