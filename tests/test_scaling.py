@@ -79,7 +79,8 @@ def test_an_indivisible_global_batch_names_each_set_fix_and_what_it_changes():
     assert str(info.value) == (
         "config key 'schedule.batch_size' (32) must be a multiple of batch_gpu x ranks = 4 x 32 = 128 with "
         "schedule.batch_scaling=global (the global batch is fixed). Any one of these fixes it:\n"
-        "  --set schedule.batch_scaling=per_rank  -> global batch 128, accumulation 1, ema_kimg 40 (scaled from batch 32)\n"
+        "  --set schedule.batch_scaling=per_rank  -> global batch 128, accumulation 1, "
+        "ema_kimg 40 (scaled from batch 32)\n"
         "  --set schedule.batch_gpu=1  -> global batch 32 (unchanged), accumulation 1\n"
         "  --set schedule.batch_size=128  -> global batch 128, accumulation 1, ema_kimg 10 (as given)")
     # every fix named does what its line says
@@ -125,9 +126,12 @@ def readme_commands(heading: str) -> list:
 
 
 # (config, world size, global batch) each README cluster command must print
-EXPECTED = {"configs/coco256.yaml": (32, 128), "configs/demo.yaml": (8, 128), "configs/research/modified1.yaml": (4, 32)}
-CLUSTER = [c for c in readme_commands("## Running on your cluster") + readme_commands("### Sweeps")
-           if "--local" not in c and "--config" in c]
+EXPECTED = {"configs/coco256.yaml": (32, 128), "configs/demo.yaml": (8, 128),
+            "configs/research/modified1.yaml": (4, 32)}
+# each run with --dry-run (the submission and its --dry-run twin are one command then)
+CLUSTER = list({tuple(c if "--dry-run" in c else c + ["--dry-run"]): None
+                for c in readme_commands("## Running on your cluster") + readme_commands("### Sweeps")
+                if "--local" not in c and "--config" in c})
 
 
 @pytest.fixture(scope="module")
@@ -151,10 +155,10 @@ def test_the_readme_shows_the_cluster_commands_this_file_runs():
 
 @pytest.mark.parametrize("command", CLUSTER, ids=lambda c: f"{os.path.basename(c[1])}-{c[c.index('--config') + 1]}")
 def test_a_readme_cluster_command_runs_as_printed_with_dry_run(login_node, command):
-    argv = command[1:] + ([] if "--dry-run" in command else ["--dry-run"])
     # no sbatch on PATH: a dry run needs no Slurm; the repository's textgan, not an installed one
     env = dict(os.environ, PATH=os.path.dirname(sys.executable), PYTHONPATH=ROOT)
-    proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=120, cwd=login_node, env=env)
+    proc = subprocess.run([sys.executable, *command[1:]], capture_output=True, text=True, timeout=120,
+                          cwd=login_node, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not (login_node / "runs").exists()  # a dry run creates nothing
     world, batch = EXPECTED[command[command.index("--config") + 1]]

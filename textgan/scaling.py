@@ -110,7 +110,8 @@ def _indivisible(cfg, world_size: int) -> str:
         fixes.append(f"  --set schedule.batch_gpu={smaller[0]}  -> global batch {batch} (unchanged), "
                      f"accumulation {batch // (smaller[0] * world_size)}")
     # a new batch_size is also the batch ema_kimg is given at, unless ref_batch_size is set
-    fixes.append(f"  --set schedule.batch_size={rounded}  -> global batch {rounded}, accumulation {rounded // per_step}, "
+    fixes.append(f"  --set schedule.batch_size={rounded}  -> global batch {rounded}, "
+                 f"accumulation {rounded // per_step}, "
                  f"{ema(rounded, given_at or rounded)}")
     return (f"config key 'schedule.batch_size' ({batch}) must be a multiple of batch_gpu x ranks = "
             f"{gpu} x {world_size} = {per_step} with schedule.batch_scaling=global (the global batch is fixed). "
