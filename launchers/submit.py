@@ -23,12 +23,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from textgan.config import check_world, load_config, to_yaml  # noqa: E402
+from textgan.config import load_config, to_yaml  # noqa: E402
 from textgan.errors import UsageError  # noqa: E402
 from textgan.launch.interrupt import (EXIT_INTERRUPTED, CtrlC, controller_ignoring_ctrl_c,  # noqa: E402
                                       kill_process_tree, resume_command)
 from textgan.launch.checks import check_config_resources, check_request  # noqa: E402
 from textgan.launch.slurm import add_slurm_arguments, log_paths, slurm_request  # noqa: E402
+from textgan.scaling import scale_to_world  # noqa: E402
 from textgan.train.prepare import check_init_from, ensure_shards  # noqa: E402
 from textgan.train.resume import choose_run_dir, resolve_run_dir  # noqa: E402
 from textgan.train.rundir import sanitize_desc  # noqa: E402
@@ -62,7 +63,7 @@ def main(argv=None) -> int:
         cfg = load_config(args.config, args.overrides)
         if request.max_requeues is None:  # the option wins over the config's bound
             request.max_requeues = cfg.schedule.max_requeues
-        accumulation = check_world(cfg, request.world_size)
+        scaled = scale_to_world(cfg, request.world_size)  # the job and its config.yaml get the effective batch
         if not cfg.desc:  # the config file's name, made safe for a directory and a job name
             cfg.desc = sanitize_desc(os.path.splitext(os.path.basename(args.config))[0])
         request.job_name = request.job_name or f"textgan-{cfg.desc}"
@@ -72,7 +73,7 @@ def main(argv=None) -> int:
         run_dir_shown = choice.run_dir or os.path.join(os.path.abspath(args.outdir), f"NNNNN-{cfg.desc}")
         script = check_request(request, args.local, args.dry_run, os.path.join(run_dir_shown, "logs"))
         if args.dry_run:
-            print_dry_run(args, cfg, request, accumulation, manifest, choice, script)
+            print_dry_run(args, cfg, request, scaled, manifest, choice, script)
             return 0
         # Only now anything is written: the demo's shards (when missing), then the run directory.
         ensure_shards(cfg)
@@ -83,10 +84,11 @@ def main(argv=None) -> int:
     return submit(args, cfg, request, os.path.abspath(run_dir), resume)
 
 
-def print_dry_run(args, cfg, request, accumulation: int, manifest: dict, choice, script) -> None:
+def print_dry_run(args, cfg, request, scaled, manifest: dict, choice, script) -> None:
     print(to_yaml(cfg), end="")
     print(f"# world size {request.world_size} = {request.nodes} node(s) x {request.tasks_per_node} task(s); "
-          f"gradient accumulation {accumulation}")
+          f"gradient accumulation {scaled.accumulation}")
+    print(f"# {scaled.describe(cfg.schedule.batch_scaling, cfg.optim.lr_scaling)}")
     if manifest.get("planned"):
         print(f"# data: {cfg.data.shards} has no shards yet; the submission builds {manifest['samples']} "
               f"captioned-shapes samples there first (data.build_shapes_if_missing)")

@@ -22,12 +22,13 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from textgan.config import check_world, load_config, to_yaml  # noqa: E402
+from textgan.config import load_config, to_yaml  # noqa: E402
 from textgan.errors import UsageError  # noqa: E402
 from textgan.launch.results import SWEEP_FILE, collect  # noqa: E402
 from textgan.launch.checks import check_config_resources, check_request  # noqa: E402
 from textgan.launch.slurm import add_slurm_arguments, slurm_request  # noqa: E402
 from textgan.launch.sweep_grid import expand_grid, load_grid  # noqa: E402
+from textgan.scaling import scale_to_world  # noqa: E402
 from textgan.train.prepare import ensure_shards  # noqa: E402
 
 
@@ -69,7 +70,7 @@ def resolve_points(args, request):
     for point in points:
         try:
             cfg = load_config(args.config, list(args.overrides) + point.overrides)
-            check_world(cfg, request.world_size)
+            scale_to_world(cfg, request.world_size)  # each point's effective batch, EMA and lr
             check_config_resources(cfg)  # text encoder, shards (or the demo's planned ones), contrastive
         except UsageError as e:
             raise UsageError(f"sweep point {point.name} ({' '.join(point.overrides)}): {e}") from e
@@ -102,8 +103,8 @@ def main(argv=None) -> int:
         print(f"sweep.py: error: {e}", file=sys.stderr)
         return e.exit_code
     print(f"sweep {grid.name}: {len(resolved)} point(s) of {request.world_size} rank(s) each")
-    for point, _ in resolved:
-        print(f"  {point.name}")
+    for point, cfg in resolved:
+        print(f"  {point.name}  (global batch {cfg.schedule.batch_size})")
     if args.dry_run:
         if not args.local:
             print("# sbatch script (one job array; NNNNN is numbered at submission):")

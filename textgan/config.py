@@ -22,6 +22,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 from textgan.errors import UsageError
 from textgan.config_metrics import MetricsConfig, validate_metrics_config
 from textgan.ranges import RESOLUTIONS, above, at_least, between, check_range, resolutions_text
+from textgan.scaling import BATCH_SCALINGS, LR_SCALINGS, accumulation_steps
 
 
 @dataclass
@@ -109,6 +110,7 @@ class OptimConfig:
     betas: List[float] = field(default_factory=lambda: [0.0, 0.99])
     eps: float = 1e-8
     lr_schedule: str = "constant"  # constant | warmup | cosine
+    lr_scaling: str = "none"  # none | linear | sqrt: how G_lr / D_lr follow the global batch (textgan.scaling)
     warmup_kimg: float = 0.0
 
 
@@ -118,6 +120,8 @@ class ScheduleConfig:
     kimg_per_tick: float = 4.0
     batch_size: int = 32  # global: batch_gpu x world x accumulation
     batch_gpu: int = 4  # per rank, per micro-step
+    batch_scaling: str = "global"  # global: batch_size fixed | per_rank: batch_gpu fixed (textgan.scaling)
+    ref_batch_size: Optional[int] = None  # the batch ema_kimg and the lrs are given at; null: batch_size
     G_reg_interval: int = 4  # lazy path-length regularization (0 disables the phase)
     D_reg_interval: int = 16  # lazy R1
     ema_kimg: float = 10.0
@@ -162,6 +166,8 @@ CHOICES = {
     "loss.kind": ("nonsaturating", "hinge"),
     "augment.kind": ("none", "ada", "diffaugment"),
     "optim.lr_schedule": ("constant", "warmup", "cosine"),
+    "optim.lr_scaling": LR_SCALINGS,
+    "schedule.batch_scaling": BATCH_SCALINGS,
     "dist.precision": ("fp32", "bf16", "fp16"),
     "dist.zero_stage_G": (0, 1, 2, 3),
     "dist.zero_stage_D": (0, 1, 2, 3),
@@ -207,6 +213,7 @@ RANGES = {
     "schedule.kimg_per_tick": above(0),
     "schedule.batch_size": at_least(1),
     "schedule.batch_gpu": at_least(1),
+    "schedule.ref_batch_size": at_least(1, "null: schedule.batch_size"),
     "schedule.G_reg_interval": at_least(0, "0 disables the phase"),
     "schedule.D_reg_interval": at_least(0, "0 disables the phase"),
     "schedule.ema_kimg": above(0),
@@ -332,10 +339,8 @@ def validate(cfg) -> None:
                          f"({resolutions_text()}), the resolution the shards were built at")
     sched = cfg.schedule
     if sched.batch_size % sched.batch_gpu:
-        raise UsageError(
-            f"config key 'schedule.batch_size' ({sched.batch_size}) must be a multiple of "
-            f"'schedule.batch_gpu' ({sched.batch_gpu}) times the number of ranks"
-        )
+        raise UsageError(f"config key 'schedule.batch_size' ({sched.batch_size}) must be a multiple of "
+                         f"'schedule.batch_gpu' ({sched.batch_gpu}) times the number of ranks")
     if cfg.model.arch == "cgan":
         # The DCGAN baseline maps (z, c) straight to an image: it has no styles (ws) to mix or to
         # measure a path length on, so these terms cannot apply; refuse rather than ignore them.
@@ -394,15 +399,7 @@ def validate_contrastive(cfg) -> None:
         )
 
 
-def check_world(cfg, world_size: int) -> int:
-    """Gradient accumulation steps for this world size; UsageError when the batch does not divide."""
-    per_step = cfg.schedule.batch_gpu * world_size
-    if cfg.schedule.batch_size % per_step:
-        raise UsageError(
-            f"config key 'schedule.batch_size' ({cfg.schedule.batch_size}) must be a multiple of "
-            f"batch_gpu x ranks = {cfg.schedule.batch_gpu} x {world_size} = {per_step}"
-        )
-    return cfg.schedule.batch_size // per_step
+check_world = accumulation_steps  # of a config the launchers scaled to its world (textgan.scaling)
 
 
 def to_yaml(cfg) -> str:
