@@ -131,6 +131,8 @@ def test_a_real_jobs_log_shows_each_warning_once(stopped_and_resumed):
     assert log.count("You are using ZeRO with an untested optimizer") == 1  # two engines, said once
     assert log.count("RANDOM weights") == 1, log  # the demo's random text tower
     assert "No pretrained weights loaded" not in log  # open_clip's own line for the same fact
+    # open_clip's logging.info/warning would configure the root logger, printing submitit's lines twice
+    assert "INFO:submitit:" not in stopped_and_resumed["first_err"]
     info = json.loads((stopped_and_resumed["run_dir"] / "run.json").read_text())
     assert any("CLIP model 'textgan-demo-clip' has RANDOM weights" in w for w in info["warnings"])
     assert len(info["warnings"]) == len(set(info["warnings"]))

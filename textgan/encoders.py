@@ -209,7 +209,8 @@ def load_clip(model_name: str, pretrained: str | None, *, allow_random: bool = F
             )
 
     try:
-        # open_clip logs its own "No pretrained weights loaded" on the root logger: ours said it already
+        # open_clip logs its own "No pretrained weights loaded" on the root logger: ours said it already.
+        # (drop_always also keeps open_clip's logging.info/warning calls from configuring the root logger.)
         with drop_always(logging.getLogger(), "No pretrained weights loaded for model"):
             model = open_clip.create_model(
                 name, pretrained=pretrained, require_pretrained=pretrained is not None, device=device
@@ -227,7 +228,8 @@ def load_clip(model_name: str, pretrained: str | None, *, allow_random: bool = F
             "HF_HUB_OFFLINE=1), or pass the path of a local weights file instead of the tag."
         ) from e
     try:
-        tokenizer = open_clip.get_tokenizer(name)
+        with drop_always(logging.getLogger(), "No pretrained weights loaded for model"):  # see above
+            tokenizer = open_clip.get_tokenizer(name)
     except Exception as e:
         raise UsageError(f"could not build the tokenizer of CLIP model {name!r} (offline?): {e}") from e
 

@@ -61,7 +61,8 @@ def show_once(logger: logging.Logger, text: str) -> None:
 
 def drop_always(logger: logging.Logger, text: str):
     """A context manager that drops logger's records containing `text` inside the block (a library's
-    line that our own warning already says, louder)."""
+    line that our own warning already says, louder). On the root logger it also keeps the library's
+    module-level logging.info/warning calls from configuring the root logger (see _Dropped)."""
     return _Dropped(logger, text)
 
 
@@ -72,6 +73,14 @@ class _Dropped:
 
     def __enter__(self):
         self.logger.addFilter(self.filter)
+        # logging.warning(...) (how open_clip logs) first calls basicConfig when the root logger has no
+        # handler, which would make every later record of every logger (submitit's INFO lines) print a
+        # second time on stderr; a handler for the block keeps the root logger as it was.
+        self.guard = logging.NullHandler() if self.logger is logging.getLogger() and not self.logger.handlers else None
+        if self.guard:
+            self.logger.addHandler(self.guard)
 
     def __exit__(self, *exc):
         self.logger.removeFilter(self.filter)
+        if self.guard:
+            self.logger.removeHandler(self.guard)
