@@ -18,7 +18,6 @@ Pure torch + open_clip + torchvision; nothing distributed.
 import difflib
 import logging
 import os
-import warnings
 
 import open_clip
 import torch
@@ -35,8 +34,8 @@ from torch import nn
 
 from textgan.errors import UsageError
 from textgan.files import sha256_file
+from textgan.warn_once import drop_always, warn_once
 
-logger = logging.getLogger(__name__)
 
 WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 # Pooled feature size of each perceptual architecture (see PerceptualNet).
@@ -65,8 +64,7 @@ def _warn_random(what: str) -> None:
         f"{what} has RANDOM weights (allow_random=True, no pretrained weights given): its embeddings "
         "carry no meaning. Use this only for tests and demos."
     )
-    warnings.warn(message, UserWarning, stacklevel=3)
-    logger.warning(message)
+    warn_once(message, stacklevel=3)  # once per run: the demo builds its random tower in several places
 
 
 def _resize_short_side(images: torch.Tensor, size: int, mode: str) -> torch.Tensor:
@@ -202,9 +200,12 @@ def load_clip(model_name: str, pretrained: str | None, *, allow_random: bool = F
             )
 
     try:
-        model = open_clip.create_model(
-            name, pretrained=pretrained, require_pretrained=pretrained is not None, device=device
-        )
+        # open_clip logs its own "No pretrained weights loaded" on the root logger: ours said it already.
+        # (drop_always also keeps open_clip's logging.info/warning calls from configuring the root logger.)
+        with drop_always(logging.getLogger(), "No pretrained weights loaded for model"):
+            model = open_clip.create_model(
+                name, pretrained=pretrained, require_pretrained=pretrained is not None, device=device
+            )
     except Exception as e:  # open_clip raises RuntimeError/OSError/pickle errors alike
         if weights_sha256 is not None:
             raise UsageError(
@@ -218,7 +219,8 @@ def load_clip(model_name: str, pretrained: str | None, *, allow_random: bool = F
             "HF_HUB_OFFLINE=1), or pass the path of a local weights file instead of the tag."
         ) from e
     try:
-        tokenizer = open_clip.get_tokenizer(name)
+        with drop_always(logging.getLogger(), "No pretrained weights loaded for model"):  # see above
+            tokenizer = open_clip.get_tokenizer(name)
     except Exception as e:
         raise UsageError(f"could not build the tokenizer of CLIP model {name!r} (offline?): {e}") from e
 

@@ -123,7 +123,8 @@ class GANObjective:
                pairs: Optional[ContrastiveBatch] = None, heads: Optional[nn.Module] = None) -> dict:
         """Loss/G/adv = mean g_loss(D(aug(G(z, c)), c_for_D or c)); plus loss.ortho_reg * orthogonal
         penalty (Loss/G/ortho) and loss.weight_decay / 2 * l2 (Loss/G/l2) of G_module's weights when set;
-        plus the weighted contrastive terms (Loss/G/contrastive/*) when they are on, which read D's
+        plus the weighted contrastive terms (Loss/G/contrastive/*, each unweighted; their weighted sum as
+        Loss/G/contrastive/total) when they are on, which read D's
         features from the same forward (pairs: ContrastiveBatch; heads: D's contrastive heads).
         total = their sum. D must be frozen by the caller (D_fn is called, nothing else)."""
         img = _images(G_fn(z, c))
@@ -139,9 +140,11 @@ class GANObjective:
         if self.contrastive is not None:
             if pairs is None:
                 raise ValueError("contrastive terms are on: G_main needs pairs= (a ContrastiveBatch)")
-            total = self._add(out, total, self.contrastive.generator_terms(
+            with_contrastive = self._add(out, total, self.contrastive.generator_terms(
                 img, pairs.c, pairs.c_het, pairs.ids, D_features=D_features, heads=heads,
                 real=lambda structure: self._real_features(structure, pairs, D_fn)))
+            out["Loss/G/contrastive/total"] = (with_contrastive - total).detach()  # weighted; the tick line shows it
+            total = with_contrastive
         for name, (value, weight) in self._weight_terms(G_module, "G", ortho=True).items():
             out[f"Loss/G/{name}"] = value.detach()
             total = total + weight * value

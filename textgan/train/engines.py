@@ -19,6 +19,7 @@ DeepSpeed on CPU (gloo), and each is covered by tests/test_engines.py:
 
 import contextlib
 import copy
+import logging
 from dataclasses import dataclass
 from typing import Optional
 
@@ -32,6 +33,11 @@ from torch import nn
 
 from textgan.config import check_world
 from textgan.errors import UsageError
+from textgan.warn_once import show_once
+
+# DeepSpeed warns about SkippableAdam (not on its ZeRO allow-list; see ds_config) at every
+# deepspeed.initialize, i.e. once per engine: the log shows it once per run.
+UNTESTED_OPTIMIZER_WARNING = "You are using ZeRO with an untested optimizer"
 
 # Without this, DeepSpeed's CPU accelerator JIT-compiles a shared-memory all-reduce (83 s the first time,
 # cached in TORCH_EXTENSIONS_DIR) when deepspeed.comm starts; gloo training does not need it. Set on
@@ -190,6 +196,7 @@ def build_engines(G: nn.Module, D: nn.Module, cfg, runtime, ds_overrides: Option
         if scalars:  # DeepSpeed crashes on them at initialize ("self.dim() cannot be 0 ...")
             raise ValueError(f"{name} has zero-dimensional parameters {scalars}; give them shape [1]")
     G_ema = copy.deepcopy(G).eval().requires_grad_(False).to(runtime.device)
+    show_once(logging.getLogger("DeepSpeed"), UNTESTED_OPTIMIZER_WARNING)
     accum = check_world(cfg, runtime.world_size)
     # DeepSpeed adopts the process group the runtime started (deepspeed.comm wraps torch.distributed's
     # default group) instead of creating a second one.

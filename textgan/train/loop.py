@@ -29,6 +29,8 @@ from textgan.train.schedules import apply_lr, lr_multiplier
 from textgan.train.stats import StatsCollector, StatsWriter
 from textgan.train.step import TrainState, train_step
 from textgan.train.text import TextConditioner
+from textgan.train.tick_line import kimg_decimals, tick_line, timing_entries
+from textgan.warn_once import warning_mark, warnings_since
 
 GRID_SIZE = 16
 
@@ -60,6 +62,8 @@ def training_loop(cfg, runtime, run_dir: str, resume=None, init_from=None, argv=
 
 def _train(cfg, runtime, run_dir, resume, init_from, argv, stop_requested, opened: contextlib.ExitStack) -> dict:
     log = print if runtime.is_main else (lambda *a, **k: None)
+    attempt_start, elapsed_before = time.time(), 0.0  # elapsed_before: earlier attempts' time (checkpoint)
+    warnings_from = warning_mark()  # run.json records the warnings given while this run is built
     torch.set_num_threads(threads_per_rank(cfg, runtime))
     runtime.seed_everything(cfg.seed)
     manifest = load_manifest(cfg.data.shards)
@@ -90,21 +94,27 @@ def _train(cfg, runtime, run_dir, resume, init_from, argv, stop_requested, opene
         if client.get("config_hash") != config_hash(cfg, ignore=_RESUME_FREE_KEYS):
             log("warning: resuming with a config that differs from the checkpoint's (see config.yaml)")
         state.load_state_dict(client["state"])
+        elapsed_before = float(client.get("elapsed_sec", 0.0))  # 0: a checkpoint from before it was saved
         if augment is not None and "augment" in client:
             augment.load_state_dict(client["augment"])
         loader.load_state_dict(client["rank_state"]["loader"])
         partial_tick = client["rank_state"].get("partial_tick")  # saved by a stop mid-tick
         log(f"resumed from {resume_path} at kimg {state.cur_nimg / 1000:.1f}, tick {state.tick}")
     elif runtime.is_main:
-        write_run_info(run_dir, cfg, list(argv))
+        write_run_info(run_dir, cfg, list(argv), warnings=warnings_since(warnings_from))
     writer = StatsWriter(run_dir, enabled=runtime.is_main,
                          resume_kimg=state.cur_nimg / 1000 if resume_path else None)
     collector = StatsCollector(runtime.device)
     grid_captions = next(iter(eval_loader(cfg.data.shards, GRID_SIZE, num_workers=0)))["caption"]
     grid_z, grid_captions = fixed_grid_inputs(grid_captions, cfg.model.z_dim, GRID_SIZE, cfg.seed)
 
+    def elapsed_sec() -> float:
+        """The run's wall time so far, over all attempts (time between attempts, e.g. in a queue, not counted)."""
+        return elapsed_before + time.time() - attempt_start
+
     def client_state() -> dict:
-        state_out = {"state": state.state_dict(), "config_hash": config_hash(cfg, ignore=_RESUME_FREE_KEYS)}
+        state_out = {"state": state.state_dict(), "config_hash": config_hash(cfg, ignore=_RESUME_FREE_KEYS),
+                     "elapsed_sec": elapsed_sec()}
         if augment is not None:
             state_out["augment"] = augment.state_dict()
         return state_out
@@ -155,8 +165,10 @@ def _train(cfg, runtime, run_dir, resume, init_from, argv, stop_requested, opene
             collector.report("Progress/augment_p", float(augment.p.reshape(-1)[0]))
         summary = collector.tick_summary(reduce_fn=lambda t: runtime.all_reduce_mean(t) * runtime.world_size,
                                          all_gather_object_fn=runtime.all_gather_object)
+        summary.update(timing_entries(elapsed_sec(), state.cur_nimg, total_nimg, summary))
         writer.append(state.tick, state.cur_nimg / 1000, summary)
-        log(_tick_line(state, summary))
+        log(tick_line(state.tick, state.cur_nimg, total_nimg, summary, kimg_decimals(cfg.schedule.kimg_per_tick),
+                      runtime.world_size))
         if runtime.is_main and (done or state.tick % cfg.schedule.image_snapshot_ticks == 0):
             path = os.path.join(run_dir, f"fakes{checkpoint_tag(state.cur_nimg)}.png")  # one per snapshot, as checkpoints
             grid = save_grid(generate(engines.G_ema, text, grid_captions, grid_z), grid_captions, path, ncol=4)
@@ -200,11 +212,3 @@ def _peak_memory_gb(device) -> float:
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
-
-def _tick_line(state, summary: dict) -> str:
-    def mean(key):
-        return summary.get(key, {}).get("mean", float("nan"))
-
-    return (f"tick {state.tick:<5d} kimg {state.cur_nimg / 1000:<8.1f} sec/kimg {mean('Timing/sec_per_kimg'):<7.2f} "
-            f"G {mean('Loss/G/adv'):.3f}  D_real {mean('Loss/D/adv_real'):.3f}  D_fake {mean('Loss/D/adv_fake'):.3f}  "
-            f"R1 {mean('Loss/D/r1'):.4f}")
