@@ -16,7 +16,8 @@ import sys
 import pytest
 import torch
 
-from dist_util import _free_port, setup_training, tiny_cfg
+from dist_util import setup_training, tiny_cfg
+from textgan.runtime import free_port
 from textgan.train import checkpoint as ck
 from textgan.train.periodic_metrics import BEST_KEY, read_best
 
@@ -82,7 +83,7 @@ def crash_child(root, point):
 
 def _run_child(root, point):
     env = {**os.environ, "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
-           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "DS_ACCELERATOR": "cpu",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "DS_ACCELERATOR": "cpu",
            "OMP_NUM_THREADS": "1"}
     code = f"import sys; sys.path.insert(0, {TESTS!r}); import test_best_replacement as t; t.crash_child({root!r}, {point!r})"
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
