@@ -11,8 +11,9 @@ did fewer would shift every later boundary. The iteration fetches `accum` micro-
 
 How each network is called (why: textgan/train/engines.py; pinned by tests/test_engines.py): G phases
 run D as the raw module with its parameters frozen; Dmain runs D through the engine and G as the raw
-module (the objective wraps it in no_grad); Dreg runs the raw D module. Greg and Dreg (and the main phases when weight penalties are on) run forward
-and backward inside keep_gathered: ZeRO-3 keeps the network gathered for the double backward.
+module (the objective wraps it in no_grad); Dreg runs the raw D module. Greg and Dreg (and the main
+phases when weight penalties are on) run forward and backward inside keep_gathered: ZeRO-3 keeps the
+network gathered for the double backward.
 
 Non-finite guard: every loss term, (through hooks) every gradient and every floating buffer of G and
 D is checked; before the phase's last engine.step() the ranks agree with one all-reduce, and a bad
