@@ -59,7 +59,7 @@ def _weights() -> dict:
 
 def _shards(weights: dict) -> str:
     """32 px shapes with precomputed CLIP and ResNet features, built once in the cache."""
-    from textgan.data.build_cli import main as build_main
+    from textgan.data.building.cli import main as build_main
 
     out = os.path.join(CACHE, f"shapes-{SHARDS_N}-32-features")
     if not os.path.exists(os.path.join(out, ".complete")):
@@ -105,7 +105,7 @@ def _steps(s, batches, text, runtime, n: int) -> float:
 
 
 def _context(opts):
-    from textgan.data.loader import train_loader
+    from textgan.data.loading.loader import train_loader
     from textgan.data.manifest import load_manifest
     from textgan.runtime import Runtime
     from textgan.train.text import TextConditioner

@@ -16,8 +16,8 @@ from PIL import Image
 from common import coco_like_folder
 from harness import Result, interleaved, rate
 
-from textgan.data.build_cli import main as build
-from textgan.data.loader import train_loader
+from textgan.data.building.cli import main as build
+from textgan.data.loading.loader import train_loader
 
 
 def _extract_jpegs(shard_dir: str, dest: str) -> list:

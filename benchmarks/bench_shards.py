@@ -12,7 +12,7 @@ import tempfile
 from common import coco_like_folder
 from harness import Result, interleaved, rate
 
-from textgan.data.build_cli import main as build
+from textgan.data.building.cli import main as build
 
 
 def _builder(root: str, out: str, workers: int, draft: bool):

@@ -132,7 +132,7 @@ def _memory(engines) -> dict:
 
 def _held_batches(cfg, runtime, text, count: int):
     """`count` real micro-batches of this rank with their text embeddings as "c", and the loader."""
-    from textgan.data.loader import train_loader
+    from textgan.data.loading.loader import train_loader
 
     loader = train_loader(cfg.data.shards, cfg.schedule.batch_gpu, rank=runtime.rank,
                           world_size=runtime.world_size, seed=cfg.seed, num_workers=0)
@@ -205,7 +205,7 @@ class TimedEncoder:
 
 def stall_job(rank, world_size, opts: dict) -> dict:
     """opts: shards, overrides, num_workers, warmup, window, repeats."""
-    from textgan.data.loader import train_loader
+    from textgan.data.loading.loader import train_loader
     from textgan.data.manifest import load_manifest
     from textgan.train.step import TrainState
     from textgan.train.text import TextConditioner

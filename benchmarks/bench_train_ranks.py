@@ -35,7 +35,7 @@ def demo_cfg(shards: str, *overrides):
 
 def shapes_shards(resolution: int = 32, n: int = SHAPES_SAMPLES) -> str:
     """A captioned-shapes shard directory (the demo's data), built once and kept in the temp dir."""
-    from textgan.data.builder import BuildConfig, build
+    from textgan.data.building.builder import BuildConfig, build
 
     out = os.path.join(CACHE, f"shapes-{n}-{resolution}")
     if not os.path.exists(os.path.join(out, ".complete")):

@@ -3,7 +3,7 @@
 import os
 import tempfile
 
-from textgan.data.shapes import write_coco_layout
+from textgan.data.sources.shapes import write_coco_layout
 
 CACHE = os.path.join(tempfile.gettempdir(), "textgan-bench-cache")
 

@@ -11,7 +11,7 @@ import sys
 # Runnable from a checkout without installing: put the repository root on the path.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from textgan.data.build_cli import main  # noqa: E402
+from textgan.data.building.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:], prog="shards/build.py"))

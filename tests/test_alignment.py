@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from textgan.data.alignment import parse_caption, score_image, shapes_alignment
+from textgan.metrics.alignment import parse_caption, score_image, shapes_alignment
 from textgan.data.decode import to_float_image
-from textgan.data.shapes import make_scene, render_scene
+from textgan.data.sources.shapes import make_scene, render_scene
 
 N_EVAL = 300
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from textgan.augment import ADA_OPS, POLICIES, AugmentPipe, DiffAugment, build_augment
-from textgan.augment_ada import _zoom, reflect
+from textgan.augment.ada import _zoom, reflect
 from textgan.config import AugmentConfig
 from textgan.errors import UsageError
 

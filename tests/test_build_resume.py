@@ -14,8 +14,8 @@ import time
 import pytest
 from build_util import popen_build, read_bytes, run_build, shard_files
 
-from textgan.data.build_cli import main
-from textgan.data.builder import BuildConfig, build
+from textgan.data.building.cli import main
+from textgan.data.building.builder import BuildConfig, build
 
 BIG = ["shapes", "--n", 1500, "--resolution", 32, "--samples-per-shard", 50, "--no-progress"]
 

@@ -11,9 +11,9 @@ from build_util import all_samples, decode, read_bytes, read_manifest
 from coco_fixture import make_coco_fixture
 
 from textgan.data import format as fmt
-from textgan.data.build_cli import main
-from textgan.data.builder import BUILDER_VERSION, OVERLAP_REASON
-from textgan.data.shapes import shapes_records
+from textgan.data.building.cli import main
+from textgan.data.building.builder import BUILDER_VERSION, OVERLAP_REASON
+from textgan.data.sources.shapes import shapes_records
 
 QUIET = ["--no-progress", "--workers", "1"]
 

@@ -1,4 +1,4 @@
-"""textgan.data.coco: COCO 2014 captions -> Records; every bad invocation is a UsageError that says what to do."""
+"""textgan.data.sources.coco: COCO 2014 captions -> Records; every bad invocation is a UsageError that says what to do."""
 
 import hashlib
 import json
@@ -7,7 +7,7 @@ import os
 import pytest
 from coco_fixture import CASES, MULTILINE_NORMALIZED, make_coco_fixture
 
-from textgan.data.coco import annotation_path, image_dir, normalize_caption, read_coco
+from textgan.data.sources.coco import annotation_path, image_dir, normalize_caption, read_coco
 from textgan.errors import UsageError
 
 

@@ -1,4 +1,4 @@
-"""textgan.data.images: every file COCO (or a hostile folder) holds -> square RGB JPEG or a reasoned skip."""
+"""textgan.data.building.images: every file COCO (or a hostile folder) holds -> square RGB JPEG or a reasoned skip."""
 
 import io
 import struct
@@ -19,9 +19,9 @@ from coco_fixture import (
 )
 from PIL import Image, ImageFile, ImageOps, JpegImagePlugin
 
-from textgan.data import images
+from textgan.data.building import images
 from textgan.data.decode import decode_jpeg
-from textgan.data.images import ImageSkip, encode_jpeg, load_rgb, process_image, resize_square
+from textgan.data.building.images import ImageSkip, encode_jpeg, load_rgb, process_image, resize_square
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,10 @@ inside functions), so that a backward import fails here rather than in review:
 - the ground-floor modules (errors, ranges, scaling, files, atomic, warn_once) import no other textgan module but errors;
 - train/engines.py is the only module that imports deepspeed;
 - networks and pure losses import neither torch.distributed nor deepspeed;
-- no module imports another module's private (underscore) name.
+- no module imports another module's private (underscore) name;
+- data/ imports no room above it, and its rooms follow the flow: sources know nothing of building or
+  loading, building and loading know nothing of each other;
+- augment/ (what D sees) imports only the data it decodes and errors.
 """
 
 import ast
@@ -81,3 +84,32 @@ def test_no_module_imports_a_private_name_of_another():
                if module.startswith("textgan") for name in names
                if name.startswith("_") and not name.endswith("__")]  # dunders such as __version__ are public
     assert private == []
+
+
+ABOVE_DATA = ("textgan.nets", "textgan.losses", "textgan.augment", "textgan.train", "textgan.metrics",
+              "textgan.launch", "textgan.config", "textgan.runtime", "textgan.export", "textgan.cli")
+
+
+def _in_room(prefix: str) -> list:
+    return [path for path in MODULES if path.startswith(prefix)]
+
+
+def test_data_imports_no_room_above_it():
+    for path in _in_room("data" + os.sep):
+        assert not {m for m in _textgan_imports(path) if m.startswith(ABOVE_DATA)}, path
+
+
+@pytest.mark.parametrize("room, forbidden", [
+    ("sources", ("building", "loading")), ("building", ("loading",)), ("loading", ("building", "sources"))])
+def test_the_data_rooms_follow_the_flow(room, forbidden):
+    paths = _in_room(os.path.join("data", room) + os.sep)
+    assert paths, room
+    for path in paths:
+        bad = {m for m in _textgan_imports(path) if m.startswith(tuple(f"textgan.data.{f}" for f in forbidden))}
+        assert not bad, path
+
+
+def test_augment_imports_only_data_and_errors():
+    for path in _in_room("augment" + os.sep):
+        assert {m for m in _textgan_imports(path) if not m.startswith("textgan.augment")} <= {
+            "textgan.data.decode", "textgan.errors"}, path

@@ -8,7 +8,7 @@ import torch
 
 from shard_fixture import caption_text, pixel_colour, shard_ids, truncated_survivors, write_shards
 from textgan.data import format as fmt
-from textgan.data.loader import SkipRateExceeded, eval_loader, train_loader
+from textgan.data.loading.loader import SkipRateExceeded, eval_loader, train_loader
 from textgan.errors import UsageError
 
 
@@ -236,7 +236,7 @@ def test_eval_skips_damaged_samples_counts_them_exactly_and_keeps_a_truncated_ta
     write_shards(tmp_path, 40, 8, corrupt=[3, 30], truncate_shard=1)
     survivors = truncated_survivors(shard_ids(40, 8)[1])  # ids 8..11; 12..15 are lost
     loader = eval_loader(tmp_path, 6, num_workers=0)
-    with caplog.at_level(logging.WARNING, logger="textgan.data.loader"):
+    with caplog.at_level(logging.WARNING, logger="textgan.data.loading.loader"):
         ids = _ids(list(loader))
     expected = [i for i in range(40) if i not in (3, 30) and not 12 <= i <= 15]
     assert survivors == [8, 9, 10, 11] and sorted(ids) == expected

@@ -16,7 +16,7 @@ import pytest
 from session_job import SessionJob
 from shard_fixture import write_shards
 from test_loader import _assert_same_batches, _take
-from textgan.data.loader import train_loader
+from textgan.data.loading.loader import train_loader
 
 
 def _new_children(before) -> list:
@@ -59,7 +59,7 @@ def test_a_process_that_dies_of_an_error_while_its_loader_iterates_exits_within_
     write_shards(tmp_path / "shards", 64, 8)
     make = {"train": "train_loader(shards, 4, num_workers=2)", "eval": "eval_loader(shards, 4, num_workers=2)"}[kind]
     script = textwrap.dedent(f"""
-        from textgan.data.loader import eval_loader, train_loader
+        from textgan.data.loading.loader import eval_loader, train_loader
         shards = {str(tmp_path / "shards")!r}
         batches = iter({make})
         next(batches)

@@ -14,9 +14,9 @@ from build_util import run_build
 from shard_fixture import write_shards
 
 from textgan.data import format as fmt
-from textgan.data.loader import eval_loader, train_loader
-from textgan.data.merge import merge_parts
-from textgan.data.verify import verify_shards
+from textgan.data.loading.loader import eval_loader, train_loader
+from textgan.data.building.merge import merge_parts
+from textgan.data.building.verify import verify_shards
 from textgan.errors import UsageError
 from textgan.metrics.reference import load_index
 

@@ -8,7 +8,7 @@ from test_train_e2e import shards, submit  # noqa: F401  (shards is a fixture: 1
 from tiny_models import register_tiny_clip, tiny_clip_weights
 
 from textgan import eval_cli
-from textgan.data.builder import BuildConfig, build
+from textgan.data.building.builder import BuildConfig, build
 
 
 @pytest.fixture(scope="module")

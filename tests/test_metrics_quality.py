@@ -10,9 +10,9 @@ from metrics_fixture import VAL_IDS, LookupGenerator, encode_ids, metrics_config
 from PIL import Image
 from tiny_models import register_tiny_clip, tiny_clip_weights
 
-from textgan.data.alignment import shapes_alignment
+from textgan.metrics.alignment import shapes_alignment
 from textgan.data.decode import decode_jpeg
-from textgan.data.loader_samples import SkipCounter, read_shard
+from textgan.data.loading.samples import SkipCounter, read_shard
 from textgan.encoders import load_clip
 from textgan.errors import UsageError
 from textgan.metrics import MetricEvaluator
@@ -91,7 +91,7 @@ def test_diversity_is_one_when_latents_are_ignored_and_falls_as_they_matter(sets
 
 
 def test_shapes_alignment_wraps_the_scorer_and_refuses_other_data(tmp_path, sets):
-    from textgan.data.builder import BuildConfig, build
+    from textgan.data.building.builder import BuildConfig, build
 
     shapes = str(tmp_path / "shapes-val")
     build(BuildConfig(source="shapes", split="val", out=shapes, resolution=32, n=24, samples_per_shard=8, workers=1,

@@ -1,4 +1,4 @@
-"""textgan.data.overlap: planted id and byte duplicates between val and train are found, nothing else."""
+"""textgan.data.building.overlap: planted id and byte duplicates between val and train are found, nothing else."""
 
 import json
 import os
@@ -8,8 +8,8 @@ import time
 import pytest
 from coco_fixture import CASES, coco_file_name, make_coco_fixture
 
-from textgan.data.coco import read_coco
-from textgan.data.overlap import find_overlap, image_id_from_name
+from textgan.data.sources.coco import read_coco
+from textgan.data.building.overlap import find_overlap, image_id_from_name
 from textgan.data.records import Record
 from textgan.errors import UsageError
 

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from textgan.data.alignment import parse_caption
-from textgan.data.shapes import (
+from textgan.metrics.alignment import parse_caption
+from textgan.data.sources.shapes import (
     PALETTE, POSITIONS, RELATIONS, SHAPES, SIZES, make_scene, render_scene, shape_extent, shapes_records,
     write_coco_layout,
 )
-from textgan.data.shapes_captions import INVERSE_RELATION, ONE_OBJECT_TEMPLATES, TWO_OBJECT_TEMPLATES
+from textgan.data.sources.shapes_captions import INVERSE_RELATION, ONE_OBJECT_TEMPLATES, TWO_OBJECT_TEMPLATES
 
 N_STATS = 400
 

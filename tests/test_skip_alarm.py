@@ -14,7 +14,7 @@ import pytest
 from shard_fixture import _truncate_mid_jpeg, shard_ids, write_shards
 
 from textgan.data import format as fmt
-from textgan.data.loader import SkipRateExceeded, train_loader
+from textgan.data.loading.loader import SkipRateExceeded, train_loader
 
 SHARDS, PER_SHARD, BATCH = 8, 100, 4
 DAMAGED = (2, 5, 7)  # 300 of 800 samples: 37.5%

@@ -15,8 +15,8 @@ from test_train_e2e import ROOT, TINY, deterministic, stats_lines
 from tiny_models import tiny_resnet_weights
 
 import textgan.encoders  # noqa: F401  (registers textgan-demo-clip with open_clip)
-from textgan.data.build_cli import main as build_main
-from textgan.data.loader import train_loader
+from textgan.data.building.cli import main as build_main
+from textgan.data.loading.loader import train_loader
 from textgan.data.manifest import load_manifest
 from textgan.errors import UsageError
 

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from textgan.data.builder import BuildConfig, build
+from textgan.data.building.builder import BuildConfig, build
 from textgan.files import read_jsonl
 from textgan.train.stats import is_deterministic_key
 

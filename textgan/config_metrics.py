@@ -15,7 +15,7 @@ Metric names say everything that changes the number:
     kid10k, is10k                      KID and Inception Score (IS uses the reference only for captions)
     clip_score, clip_score1k           100 * max(cos(CLIP(image), CLIP(caption)), 0), averaged
     diversity                          mean MS-SSIM among samples of one caption (lower = more diverse)
-    shapes_alignment, shapes_alignment1k   textgan.data.alignment on captioned-shapes data
+    shapes_alignment, shapes_alignment1k   textgan.metrics.alignment on captioned-shapes data
 Names without a count use MetricsConfig.num_samples (diversity: diversity_captions x diversity_samples).
 """
 

@@ -8,7 +8,7 @@ every rank and every loader worker. Each has its part:
   fork and exec; Python then installs no KeyboardInterrupt handler), and its ranks inherit that too;
 - every rank installs its own handler first thing (textgan.train.preempt): flag -> the ranks agree at
   the next step boundary -> checkpoint with the unfinished tick -> the job ends with a stopped result;
-- loader workers ignore SIGINT (textgan.data.loader), so the data keeps flowing until the save;
+- loader workers ignore SIGINT (textgan.data.loading.loader), so the data keeps flowing until the save;
 - submit.py (`CtrlC`) says what the press does, and on the second one kills the job's processes.
 """
 

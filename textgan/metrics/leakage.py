@@ -8,7 +8,7 @@ shards themselves (the manifest lists tars, not images):
   compared only when both manifests name the same `source`.
 - bytes: the same stored JPEG (sha256). The builder's encoding is deterministic, so the same source
   image prepared with the same settings gives the same bytes, whatever id it carries.
-The reference manifest's own build-time `overlap` record (textgan.data.overlap) is reported alongside.
+The reference manifest's own build-time `overlap` record (textgan.data.building.overlap) is reported alongside.
 """
 
 from textgan.errors import UsageError

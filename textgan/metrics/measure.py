@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from textgan.data.alignment import combine_scores, score_image
+from textgan.metrics.alignment import combine_scores, score_image
 from textgan.errors import UsageError
 from textgan.metrics import fidelity
 from textgan.metrics.clip_score import clip_scores
@@ -116,4 +116,4 @@ def shapes_alignment(ctx, spec, count: int, G, encode_text) -> dict:
     scores = [s for part in map_generated(G, encode_text, captions, z, ctx.cfg.batch_size, ctx.runtime, measure)
               for s in part]
     results = combine_scores(scores)
-    return {spec.name: (results["overall"], results, {"scorer": "textgan.data.alignment.score_image"})}
+    return {spec.name: (results["overall"], results, {"scorer": "textgan.metrics.alignment.score_image"})}

@@ -7,7 +7,7 @@ JPEG bytes. Built by one pass over the tars (no JPEG decoding) and cached under 
 Selection (the COCO-2014 protocol: N captions, one per image, fixed seed): the images are ordered by
 id (so re-sharding the same images selects the same ones), permuted with `seed`, and the first
 min(N, images) taken. Image k gets the caption the evaluation loader gives it (drawn from the image
-id: textgan.data.loader_samples.eval_caption_draws), so every metric, rank count and run pairs each
+id: textgan.data.loading.samples.eval_caption_draws), so every metric, rank count and run pairs each
 image with the same caption. N larger than the reference cycles through the images again with each
 image's next caption.
 """
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from textgan.data.decode import decode_jpeg
-from textgan.data.loader_samples import SkipCounter, choose_captions, eval_caption_draws, read_shard
+from textgan.data.loading.samples import SkipCounter, choose_captions, eval_caption_draws, read_shard
 from textgan.data.manifest import load_manifest, shard_path
 from textgan.errors import UsageError
 from textgan.metrics import cache

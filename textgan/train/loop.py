@@ -13,9 +13,9 @@ import time
 
 import torch
 
-from textgan.augment_ada import AugmentPipe
+from textgan.augment.ada import AugmentPipe
 from textgan.augment import build_augment
-from textgan.data.loader import eval_loader, train_loader
+from textgan.data.loading.loader import eval_loader, train_loader
 from textgan.data.manifest import load_manifest
 from textgan.losses.objective import GANObjective
 from textgan.nets import build_networks_from_config as build_nets

@@ -31,8 +31,8 @@ def ensure_shards(cfg, log=print, build: bool = True) -> dict:
                    "samples": cfg.data.build_shapes_if_missing, "planned": True}
         return _check_manifest(cfg, planned)
     if missing and cfg.data.build_shapes_if_missing > 0:
-        from textgan.data.builder import BuildConfig
-        from textgan.data.builder import build as build_shards
+        from textgan.data.building.builder import BuildConfig
+        from textgan.data.building.builder import build as build_shards
 
         log(f"{shards} has no shards yet: building {cfg.data.build_shapes_if_missing} captioned-shapes samples "
             f"at {cfg.data.resolution} px (data.build_shapes_if_missing)")

@@ -1,6 +1,6 @@
 """Running the pending shards of a plan: images in worker processes, shards written in order.
 
-Workers turn Records into JPEGs (build_worker.load_image) in parallel; the main process
+Workers turn Records into JPEGs (worker.load_image) in parallel; the main process
 takes the results in plan order (ordered imap), computes features for a whole shard in
 batches, and writes the shard (shard_writer). Results are consumed in plan order, so the
 output does not depend on the number of workers or on their timing.
@@ -8,7 +8,7 @@ output does not depend on the number of workers or on their timing.
 Process start method: "forkserver" (else "spawn"), never "fork". With feature flags the
 main process holds torch and its OpenMP/MKL thread pools, which are not fork-safe (a
 forked child can deadlock on a lock held by a thread that does not exist in it). A fresh
-worker imports only PIL/numpy via build_worker, which costs well under a second.
+worker imports only PIL/numpy via worker.py, which costs well under a second.
 
 The pool is a concurrent.futures.ProcessPoolExecutor rather than multiprocessing.Pool:
 when a worker dies (a crash inside an image library, the OOM killer), Pool waits forever
@@ -25,9 +25,9 @@ from concurrent.futures.process import BrokenProcessPool
 
 from tqdm import tqdm
 
-from textgan.data.build_worker import ImageSettings, init_worker, load_image
+from textgan.data.building.worker import ImageSettings, init_worker, load_image
 from textgan.data.records import skipped_entry
-from textgan.data.shard_writer import encode_sample, write_shard
+from textgan.data.building.shard_writer import encode_sample, write_shard
 
 
 class WorkerCrashed(Exception):
@@ -98,7 +98,7 @@ def _shard_samples(shard, loaded, excluded: set, excluded_reason: str, features,
 def run_shards(out_dir: str, pending: list, settings: ImageSettings, *, workers: int, features=None,
                excluded=frozenset(), excluded_reason: str = "excluded", progress: bool = True,
                desc: str = "shards") -> dict:
-    """Write every shard of `pending` (build_plan.ShardPlan) into out_dir; {name: shard record}."""
+    """Write every shard of `pending` (plan.ShardPlan) into out_dir; {name: shard record}."""
     task_lists = [[r for r in s.records if r.image_id not in excluded] for s in pending]
     total = sum(map(len, task_lists))
     budget = max(2 * max(map(len, task_lists), default=1), 64 * workers)

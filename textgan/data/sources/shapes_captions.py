@@ -3,7 +3,7 @@
 Captions are generated from templates and parsed back with regular expressions built from
 the very same templates, so every generated caption is parseable by construction and the
 two directions cannot drift apart. Colour and shape names are passed in (they live with the
-pixels in textgan.data.shapes) so that this module imports nothing from the project.
+pixels in textgan.data.sources.shapes) so that this module imports nothing from the project.
 """
 
 import re

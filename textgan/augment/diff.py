@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from textgan.augment_ada import gather_pixels, integers, uniform
+from textgan.augment.ada import gather_pixels, integers, uniform
 
 POLICIES = ("color", "translation", "cutout")
 

@@ -7,7 +7,7 @@ Protocol (what makes kill -9, disk full and resume safe):
   3. NAME.tar.tmp is renamed to NAME.tar.
 A shard is done when its tar and its record exist and the tar's size matches the
 record. A kill between 2 and 3 leaves a record without tar: not done, redone.
-Leftover *.tmp files are never done and are deleted when a build starts (build_outdir).
+Leftover *.tmp files are never done and are deleted when a build starts (building/outdir.py).
 
 Tars are written with a fixed mtime, owner and mode, and sample entries in sorted
 key order, so the same samples give byte-identical tars (and sha256) on every run.

@@ -1,4 +1,4 @@
-"""Augmentation of everything D sees: ADA (textgan.augment_ada) or DiffAugment (textgan.augment_diff),
+"""Augmentation of everything D sees: ADA (textgan.augment.ada) or DiffAugment (textgan.augment.diff),
 chosen by config key `augment.kind` (none | ada | diffaugment); the research compares runs without ADA."""
 
 from typing import Optional
@@ -6,8 +6,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from textgan.augment_ada import ADA_OPS, AugmentPipe
-from textgan.augment_diff import POLICIES, DiffAugment, parse_policy
+from textgan.augment.ada import ADA_OPS, AugmentPipe
+from textgan.augment.diff import POLICIES, DiffAugment, parse_policy
 from textgan.errors import UsageError
 
 __all__ = ["ADA_OPS", "POLICIES", "AugmentPipe", "DiffAugment", "build_augment"]

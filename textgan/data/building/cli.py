@@ -15,9 +15,9 @@ import sys
 from collections import Counter
 
 from textgan.data import format as fmt
-from textgan.data.build_outdir import remove_stale_tmp
-from textgan.data.build_run import WorkerCrashed
-from textgan.data.builder import BuildConfig, BuildWriteError, build, default_workers
+from textgan.data.building.outdir import remove_stale_tmp
+from textgan.data.building.run import WorkerCrashed
+from textgan.data.building.builder import BuildConfig, BuildWriteError, build, default_workers
 from textgan.errors import UsageError
 from textgan.ranges import RESOLUTIONS, resolutions_text
 
@@ -181,7 +181,7 @@ def print_summary(result, cfg: BuildConfig, prog: str) -> None:
 
 
 def _verify(out: str) -> int:
-    from textgan.data.verify import verify_shards
+    from textgan.data.building.verify import verify_shards
 
     report = verify_shards(out)
     for problem in report.problems:
@@ -192,7 +192,7 @@ def _verify(out: str) -> int:
 
 
 def _merge(out: str, prog: str) -> int:
-    from textgan.data.merge import merge_parts
+    from textgan.data.building.merge import merge_parts
 
     m = merge_parts(out)
     print(f"merged {len(m['shards'])} shards, {m['samples']} samples into {os.path.join(out, fmt.MANIFEST_NAME)}; "

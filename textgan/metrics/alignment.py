@@ -27,8 +27,8 @@ import math
 import numpy as np
 from PIL import Image
 
-from textgan.data.shapes import PALETTE, POSITIONS, SHAPES, shape_polygon
-from textgan.data.shapes_captions import caption_parser
+from textgan.data.sources.shapes import PALETTE, POSITIONS, SHAPES, shape_polygon
+from textgan.data.sources.shapes_captions import caption_parser
 
 CHROMA_THRESHOLD = 35.0  # palette colours sit 120-190 from grey; backgrounds <= 14 (+ grain, JPEG)
 MAX_HUE_ERROR = 30.0  # degrees; palette hues are >= 30 apart, so this only rejects off-palette hues

@@ -6,7 +6,7 @@ imports only PIL and numpy, not torch or the feature models of the main process.
 
 from dataclasses import dataclass
 
-from textgan.data.images import ImageSkip, encode_jpeg, process_image
+from textgan.data.building.images import ImageSkip, encode_jpeg, process_image
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def load_image(record) -> LoadedImage:
     s = _settings
     try:
         if record.path is None:
-            from textgan.data.shapes import render_scene
+            from textgan.data.sources.shapes import render_scene
 
             jpeg = encode_jpeg(render_scene(record.attributes, s.resolution), s.quality)
             return LoadedImage(record.image_id, jpeg, s.resolution, s.resolution)

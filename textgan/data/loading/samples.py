@@ -17,7 +17,7 @@ from webdataset.tariterators import group_by_keys, tar_file_expander
 from textgan.data import format as fmt
 from textgan.data.decode import decode_jpeg, to_float_image
 
-log = logging.getLogger("textgan.data.loader")
+log = logging.getLogger("textgan.data.loading.loader")
 
 # Distinct constants keep the random streams drawn for different purposes independent.
 EVAL_CAPTION_DOMAIN = 0x45564C  # "EVL"
@@ -165,7 +165,7 @@ FEATURE_BATCH_KEYS = ("clip_img", "clip_txt", "clip_txt_alt", "perceptual")
 
 
 def collate(samples: list) -> dict:
-    """Decoded samples -> the batch dict the training loop sees (see textgan.data.loader)."""
+    """Decoded samples -> the batch dict the training loop sees (see textgan.data.loading.loader)."""
     batch = {
         "image": to_float_image(np.stack([s["pixels"] for s in samples])),
         "caption": [s["caption"] for s in samples],

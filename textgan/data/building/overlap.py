@@ -24,7 +24,7 @@ import os
 import re
 from collections import defaultdict
 
-from textgan.data.coco import load_annotation_file, parse_images
+from textgan.data.sources.coco import load_annotation_file, parse_images
 from textgan.errors import UsageError
 from textgan.files import sha256_file
 

@@ -2,7 +2,7 @@
 
 The demo and test data of textgan. A scene is a pure function of (index, seed, split); it holds
 the ground truth (shapes, colours, sizes, positions, relation, background) that the
-`shapes_alignment` evaluator (textgan.data.alignment) checks a generated picture against.
+`shapes_alignment` evaluator (textgan.metrics.alignment) checks a generated picture against.
 
 Design choices the evaluator relies on:
 - Palette colours are saturated and spread around the hue circle (>= 30 degrees apart in the
@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw
 
 from textgan.atomic import write_bytes_atomic
 from textgan.data.records import Record
-from textgan.data.shapes_captions import POSITIONS, RELATIONS, SIZES, scene_captions
+from textgan.data.sources.shapes_captions import POSITIONS, RELATIONS, SIZES, scene_captions
 
 __all__ = ["PALETTE", "SHAPES", "SIZES", "POSITIONS", "RELATIONS", "make_scene", "render_scene",
            "shapes_records", "write_coco_layout", "shape_polygon", "shape_extent"]

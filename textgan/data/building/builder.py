@@ -3,9 +3,9 @@
     cfg = BuildConfig(source="shapes", out="OUT", n=1000, resolution=32)
     result = build(cfg)          # BuildResult; result.manifest is OUT/manifest.json's content
 
-Steps: index the source (cheap metadata) -> plan (build_plan: which record goes to which
-shard, fixed before any image is read) -> check OUT (build_outdir: resume, refuse or
-overwrite) -> split-hygiene check -> run the pending shards (build_run) -> manifest, last.
+Steps: index the source (cheap metadata) -> plan (plan.py: which record goes to which
+shard, fixed before any image is read) -> check OUT (outdir.py: resume, refuse or
+overwrite) -> split-hygiene check -> run the pending shards (run.py) -> manifest, last.
 Everything that can be wrong with the invocation raises UsageError before OUT is touched.
 """
 
@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 
 from textgan import __version__
 from textgan.data import format as fmt
-from textgan.data.build_outdir import describe_os_error, prepare_out_dir, remove_files, remove_stale_tmp
-from textgan.data.build_plan import plan_shards
-from textgan.data.build_worker import ImageSettings
+from textgan.data.building.outdir import describe_os_error, prepare_out_dir, remove_files, remove_stale_tmp
+from textgan.data.building.plan import plan_shards
+from textgan.data.building.worker import ImageSettings
 from textgan.data.manifest import (assemble_manifest, final_manifest_path, load_manifest_file,
                                    write_json_atomic)
-from textgan.data.shard_writer import load_done_record
+from textgan.data.building.shard_writer import load_done_record
 from textgan.errors import UsageError
 
 BUILDER_VERSION = f"textgan-shards {__version__}"
@@ -120,13 +120,13 @@ def check_config(cfg: BuildConfig) -> None:
 
 def load_source(cfg: BuildConfig) -> SourceIndex:
     if cfg.source == "coco":
-        from textgan.data.coco import read_coco
+        from textgan.data.sources.coco import read_coco
 
         index = read_coco(cfg.root, cfg.split)
         return SourceIndex(index.records, index.skipped, index.captions_dropped,
                            index.captions_dropped_by_reason, index.annotations_sha256,
                            os.path.basename(index.annotations_path), root=cfg.root)
-    from textgan.data.shapes import shapes_records
+    from textgan.data.sources.shapes import shapes_records
 
     records = shapes_records(cfg.n, seed=cfg.seed, split=cfg.split)
     # The generated "annotations" identify the source like the COCO file's hash does:
@@ -193,7 +193,7 @@ def _default_overlap_references(cfg: BuildConfig, source: SourceIndex) -> list:
 def check_overlap(cfg: BuildConfig, source: SourceIndex, records: list, log) -> dict:
     """The manifest's "overlap": this build's records that also appear (same id or same bytes)
     in a reference split. Loud on stderr, because evaluating on training images is silent otherwise."""
-    from textgan.data.overlap import find_overlap
+    from textgan.data.building.overlap import find_overlap
 
     references = _default_overlap_references(cfg, source) + list(cfg.overlap_references)
     checked, ids, same_bytes = [], set(), set()
@@ -252,11 +252,11 @@ def build(cfg: BuildConfig, log=_log_stderr) -> BuildResult:
         # From here on the manifest would claim shards that are being (re)written: remove it first.
         remove_files(cfg.out, [os.path.basename(final_path)] + ([fmt.MANIFEST_NAME] if cfg.num_parts > 1 else []))
         if cfg.source == "shapes" and cfg.coco_layout:
-            from textgan.data.shapes import write_coco_layout
+            from textgan.data.sources.shapes import write_coco_layout
 
             write_coco_layout(cfg.coco_layout, cfg.n, seed=cfg.seed, split=cfg.split,
                               size=cfg.resolution, quality=cfg.quality)
-        from textgan.data.build_run import run_shards
+        from textgan.data.building.run import run_shards
 
         excluded = set(overlap["ids"]) | set(overlap["bytes"]) if cfg.exclude_overlap else set()
         pending = [s for s in plan if s.name not in done]

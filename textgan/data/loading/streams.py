@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from textgan.data.loader_samples import SampleDecoder, SampleError, SkipCounter, collate, read_shard
+from textgan.data.loading.samples import SampleDecoder, SampleError, SkipCounter, collate, read_shard
 
 # Keys of the per-stream random generators; different domains give independent streams.
 _SHARD_DOMAIN = 0
@@ -39,7 +39,7 @@ class _KnownDamage:
     """Per shard, how many of the samples its manifest entry declares this stream knows it cannot
     serve: lost to truncation, plus those met in one visit that failed to decode. Reads are
     deterministic, so this is a lower bound of the shard's damage; the skip-rate alarm
-    (textgan/data/skip_alarm.py) weighs it against the manifest. Unlike the skip count it does not
+    (textgan/data/loading/skip_alarm.py) weighs it against the manifest. Unlike the skip count it does not
     grow when a damaged shard is drawn again."""
 
     def __init__(self):

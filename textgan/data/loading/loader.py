@@ -22,7 +22,7 @@ Batch dict (both modes):
     perceptual         float32 [B, F] when the shards carry perceptual features
 Damaged samples and tars are skipped with a warning and counted (`.skipped`, `.seen`).
 
-Worker-side details: textgan/data/loader_streams.py (streams), loader_samples.py (read, decode).
+Worker-side details: textgan/data/loading/streams.py (streams), samples.py (read, decode).
 """
 
 import atexit
@@ -34,10 +34,10 @@ import weakref
 import torch
 from torch.utils.data import DataLoader
 
-from textgan.data.loader_samples import feature_flags
-from textgan.data.loader_streams import EvalStream, TrainStream
+from textgan.data.loading.samples import feature_flags
+from textgan.data.loading.streams import EvalStream, TrainStream
 from textgan.data.manifest import load_manifest, shard_path
-from textgan.data.skip_alarm import SkipRateAlarm, SkipRateExceeded  # noqa: F401  (SkipRateExceeded: re-exported)
+from textgan.data.loading.skip_alarm import SkipRateAlarm, SkipRateExceeded  # noqa: F401  (SkipRateExceeded: re-exported)
 from textgan.errors import UsageError
 
 STATE_FORMAT = "textgan-train-loader"
@@ -261,7 +261,7 @@ def train_loader(shards_dir, batch_size, *, rank=0, world_size=1, seed=0, num_wo
     """Infinite, resampled, resumable training batches for `rank` of `world_size` (see module doc).
 
     max_skip_rate: raise SkipRateExceeded once the shards are known to be damaged beyond it: at least
-    that fraction of the samples their manifest lists cannot be served (textgan/data/skip_alarm.py).
+    that fraction of the samples their manifest lists cannot be served (textgan/data/loading/skip_alarm.py).
     state: a TrainLoader.state_dict() to continue from."""
     loader = TrainLoader(shards_dir, batch_size, rank=rank, world_size=world_size, seed=seed,
                          num_workers=num_workers, max_skip_rate=max_skip_rate)

@@ -1,0 +1,1 @@
+"""The shard builder: records -> images -> WebDataset shards + manifest (`textgan shards`)."""

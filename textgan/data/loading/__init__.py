@@ -1,0 +1,1 @@
+"""The streaming training/eval loader over a shard directory."""
