@@ -6,6 +6,7 @@ through write_bytes_atomic: tmp file, fsync, os.replace, fsync of the directory,
 any error. Serialise to bytes first (json, PNG, torch.save into a BytesIO), then call it.
 """
 
+import contextlib
 import os
 
 TMP_SUFFIX = ".tmp"
@@ -25,15 +26,13 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def write_bytes_atomic(path: str, data: bytes, tmp: str | None = None) -> None:
-    """Write `data` to `path` via `tmp` (default path + ".tmp"; removed again on any error)."""
-    tmp = tmp or path + TMP_SUFFIX
+@contextlib.contextmanager
+def removed_on_error(tmp: str):
+    """Around writing `tmp` and renaming it into place: on any error (disk full, kill, a bug) `tmp` is
+    removed, so nothing half-written is left, and an OSError that names no file (write() errors do not)
+    names `tmp`: the user wants to know where."""
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        yield
     except BaseException as e:
         try:
             os.remove(tmp)
@@ -42,6 +41,17 @@ def write_bytes_atomic(path: str, data: bytes, tmp: str | None = None) -> None:
         if isinstance(e, OSError) and e.filename is None:
             e.filename = tmp
         raise
+
+
+def write_bytes_atomic(path: str, data: bytes, tmp: str | None = None) -> None:
+    """Write `data` to `path` via `tmp` (default path + ".tmp"; removed again on any error)."""
+    tmp = tmp or path + TMP_SUFFIX
+    with removed_on_error(tmp):
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
     fsync_dir(os.path.dirname(path) or ".")
 
 

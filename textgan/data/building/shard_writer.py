@@ -19,6 +19,7 @@ import os
 
 import numpy as np
 
+from textgan.atomic import removed_on_error
 from textgan.data import format as fmt
 from textgan.data.manifest import fsync_dir, read_json, write_json_atomic
 from textgan.files import sha256_file
@@ -72,7 +73,7 @@ def write_shard(out_dir: str, name: str, samples: list, skipped: list) -> dict:
 
     final = os.path.join(out_dir, name)
     tmp = final + fmt.TMP_SUFFIX
-    try:
+    with removed_on_error(tmp):
         with open(tmp, "wb") as f:
             # encoder=False: we hand over bytes, so webdataset's encoders cannot vary them.
             with wds.TarWriter(f, encoder=False, mtime=TAR_MTIME) as writer:
@@ -94,13 +95,5 @@ def write_shard(out_dir: str, name: str, samples: list, skipped: list) -> dict:
             os.remove(final)
         write_json_atomic(record_path(out_dir, name), record)
         os.replace(tmp, final)
-    except BaseException as e:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError) and e.filename is None:
-            e.filename = tmp  # write() errors name no file; the user wants to know where
-        raise
     fsync_dir(out_dir)
     return record
