@@ -30,8 +30,8 @@ from textgan.launch.interrupt import (EXIT_INTERRUPTED, CtrlC, controller_ignori
 from textgan.launch.checks import check_config_resources, check_request  # noqa: E402
 from textgan.launch.slurm import add_slurm_arguments, log_paths, slurm_request  # noqa: E402
 from textgan.scaling import scale_to_world  # noqa: E402
-from textgan.train.prepare import check_init_from, ensure_shards  # noqa: E402
-from textgan.train.resume import choose_run_dir, resolve_run_dir  # noqa: E402
+from textgan.launch.prepare import check_init_from, ensure_shards  # noqa: E402
+from textgan.launch.resume import choose_run_dir, resolve_run_dir  # noqa: E402
 from textgan.train.rundir import sanitize_desc  # noqa: E402
 
 

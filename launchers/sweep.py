@@ -29,7 +29,7 @@ from textgan.launch.checks import check_config_resources, check_request  # noqa:
 from textgan.launch.slurm import add_slurm_arguments, slurm_request  # noqa: E402
 from textgan.launch.sweep_grid import expand_grid, load_grid  # noqa: E402
 from textgan.scaling import scale_to_world  # noqa: E402
-from textgan.train.prepare import ensure_shards  # noqa: E402
+from textgan.launch.prepare import ensure_shards  # noqa: E402
 
 
 def make_parser() -> argparse.ArgumentParser:

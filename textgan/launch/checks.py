@@ -16,7 +16,7 @@ from textgan.launch.slurm import SlurmRequest, render_sbatch, require_slurm
 def check_config_resources(cfg) -> dict:
     """Text encoder, shards and contrastive settings of one config; returns the shards' manifest (the planned
     one when the demo's shards are still to be built)."""
-    from textgan.train.prepare import check_contrastive, check_text_encoder, ensure_shards
+    from textgan.launch.prepare import check_contrastive, check_text_encoder, ensure_shards
 
     check_text_encoder(cfg)
     manifest = ensure_shards(cfg, build=False)

@@ -20,7 +20,6 @@ import shutil
 from typing import List, Optional
 
 from textgan.errors import UsageError
-from textgan.train.checkpoint import complete_checkpoints, find_latest
 from textgan.train.job_state import live_jobs
 from textgan.train.rundir import create_run_dir, sanitize_desc
 
@@ -57,6 +56,8 @@ def choose_run_dir(outdir: str, desc: str, resume) -> RunDirChoice:
         return RunDirChoice(None, None)
     if resume != "auto":
         return _explicit(resume)
+    from textgan.train.checkpoint import find_latest  # torch: loaded only when a resume is asked for
+
     # exactly NNNNN-desc: a sweep directory NNNNN-sweep-desc or a run NNNNN-other-desc is another run
     desc = sanitize_desc(desc)
     same = re.compile(r"\d+" + (f"-{re.escape(desc)}" if desc else ""))  # as rundir.create_run_dir names them
@@ -79,6 +80,8 @@ def choose_run_dir(outdir: str, desc: str, resume) -> RunDirChoice:
 
 
 def _explicit(resume: str) -> RunDirChoice:
+    from textgan.train.checkpoint import complete_checkpoints, find_latest
+
     path = os.path.abspath(resume)
     if os.path.isdir(os.path.join(path, CHECKPOINTS)):
         if not find_latest(os.path.join(path, CHECKPOINTS)):
