@@ -8,7 +8,7 @@ import sys
 # name -> (module, help); modules expose main(argv) -> int
 SUBCOMMANDS = {
     "shards": ("textgan.data.build_cli", "build, verify or merge WebDataset shards (COCO 2014, shapes)"),
-    "export": ("textgan.export", "write a run's G_ema and config as a standalone file (no DeepSpeed needed)"),
+    "export": ("textgan.export_cli", "write a run's G_ema and config as a standalone file (no DeepSpeed needed)"),
     "eval": ("textgan.eval_cli", "measure FID/KID/IS, CLIP score, diversity or shapes alignment of a run's G_ema"),
 }
 
