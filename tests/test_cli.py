@@ -213,3 +213,40 @@ def test_the_job_merges_the_validated_yaml_without_validating_again():
     assert job_cfg.seed == 7 and isinstance(job_cfg.schedule.batch_size, int)
     cfg.desc = "not checked here"
     assert Trainer(to_yaml(cfg), "unused-run-dir").config().desc == "not checked here"
+
+
+# ---------------------------------------------------------------------- the README's `textgan` commands
+
+
+def readme_textgan_commands() -> list:
+    """Every `textgan ...` line of the README's bash blocks, as argument lists (comments dropped)."""
+    import re
+    import shlex
+
+    with open(os.path.join(ROOT, "README.md")) as f:
+        blocks = re.findall(r"```bash\n(.*?)```", f.read(), flags=re.S)
+    lines = [line for block in blocks for line in block.replace("\\\n", " ").splitlines()]
+    return [shlex.split(line, comments=True) for line in lines if line.startswith("textgan ")]
+
+
+# need what only a finished run or sweep has (a sweep directory, a run to export): not runnable here
+NEEDS_A_RUN = ("collect", "export", "eval")
+RUNNABLE = [c for c in readme_textgan_commands() if c[1] not in NEEDS_A_RUN and "collect" not in c]
+
+
+def test_the_readme_shows_textgan_train_and_sweep():
+    assert {c[1] for c in RUNNABLE} >= {"train", "sweep", "--help", "--version"}
+
+
+@pytest.mark.parametrize("command", RUNNABLE, ids=" ".join)
+def test_a_readme_textgan_command_runs_as_printed(tmp_path, command):
+    assert command[1] in ("--help", "--version") or "--dry-run" in command  # nothing here may train or submit
+    os.symlink(os.path.join(ROOT, "configs"), tmp_path / "configs")
+    env = dict(ENV, PATH=os.path.dirname(sys.executable))  # no sbatch: a dry run needs no Slurm
+    proc = subprocess.run([sys.executable, "-m", *command], capture_output=True, text=True, cwd=tmp_path, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    expected = {"train": "# world size ", "sweep": " point(s) of ", "--help": "usage: textgan",
+                "--version": f"textgan {__version__}"}[command[1]]
+    assert expected in proc.stdout
+    assert sorted(os.listdir(tmp_path)) == ["configs"]  # created nothing

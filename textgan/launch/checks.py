@@ -1,4 +1,4 @@
-"""The checks that both launchers (submit.py, sweep.py) run before a job exists, --dry-run included.
+"""The checks that both launch commands (textgan train, textgan sweep) run before a job exists, --dry-run included.
 
 Each one only reads: a failing one raises UsageError (exit 2) and nothing has been created, no run
 directory and no shards (the demo's shards are checked as they will be built, and built only after every

@@ -5,7 +5,9 @@
                         checkpoint (continue it); else the newest abandoned one (restart in it, see
                         choose_run_dir); else a new run
     --resume RUN_DIR    continue that run from its newest complete checkpoint
-    --resume CKPT_DIR   continue the run that holds this checkpoint, from this checkpoint
+    --resume CHECKPOINT a complete checkpoint RUN_DIR/checkpoints/<tag>: continue the run that holds it,
+                        from this checkpoint
+(textgan.launch.train_cmd's --resume help and the README's Training section say the same.)
 The training job itself is then told "auto" (or the checkpoint path), and a requeued attempt
 uses the same directory: the run directory is fixed when the job is submitted.
 
