@@ -81,3 +81,10 @@ def test_no_module_imports_a_private_name_of_another():
                if module.startswith("textgan") for name in names
                if name.startswith("_") and not name.endswith("__")]  # dunders such as __version__ are public
     assert private == []
+
+
+def test_training_imports_nothing_from_the_launch_room_above_it():
+    """textgan/launch builds and submits jobs around textgan/train; the job itself never needs the launcher."""
+    importers = sorted(path for path in MODULES if path.startswith("train" + os.sep)
+                       if any(m == "textgan.launch" or m.startswith("textgan.launch.") for m in _textgan_imports(path)))
+    assert importers == []
