@@ -63,7 +63,7 @@ def _shards(weights: dict) -> str:
 
     out = os.path.join(CACHE, f"shapes-{SHARDS_N}-32-features")
     if not os.path.exists(os.path.join(out, ".complete")):
-        code = build_main(["shapes", "--out", out, "--n", str(SHARDS_N), "--resolution", "32", "--overwrite",
+        code = build_main(["shapes", "--outdir", out, "--n", str(SHARDS_N), "--resolution", "32", "--overwrite",
                            "--samples-per-shard", "250", "--workers", "1", "--clip-model", "textgan-demo-clip",
                            "--clip-pretrained", weights["clip"], "--perceptual", "resnet18",
                            "--perceptual-weights", weights["resnet"]])

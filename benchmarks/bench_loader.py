@@ -70,7 +70,7 @@ def run(quick: bool = False):
         root = coco_like_folder(n)
         for res in (64, 256):
             out = os.path.join(tmp, f"shards{res}")
-            code = build(["coco", "--root", root, "--split", "train", "--out", out, "--resolution", str(res),
+            code = build(["coco", "--root", root, "--split", "train", "--outdir", out, "--resolution", str(res),
                           "--samples-per-shard", str(max(8, n // 8)), "--no-progress"])
             if code != 0:
                 raise RuntimeError(f"shard build failed with exit code {code}")

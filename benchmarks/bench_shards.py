@@ -18,7 +18,7 @@ from textgan.data.building.cli import main as build
 def _builder(root: str, out: str, workers: int, draft: bool):
     def run() -> int:
         shutil.rmtree(out, ignore_errors=True)
-        args = ["coco", "--root", root, "--split", "train", "--out", out, "--resolution", "64",
+        args = ["coco", "--root", root, "--split", "train", "--outdir", out, "--resolution", "64",
                 "--workers", str(workers), "--samples-per-shard", "250", "--no-progress"]
         if not draft:
             args.append("--no-draft")

@@ -1,6 +1,6 @@
 """A run killed before its first checkpoint leaves a run directory that `--resume auto` reuses, once its
 job has ended, instead of starting a new numbered run beside it; while the job still runs, the
-directory is left alone and the launcher says why (textgan.train.resume.choose_run_dir)."""
+directory is left alone and the launcher says why (textgan.launch.resume.choose_run_dir)."""
 
 import json
 import os
@@ -108,7 +108,7 @@ def _abandoned_run(outdir, job_id: str, slurm: bool):
 
 
 def test_a_slurm_job_whose_state_cannot_be_learnt_keeps_its_run_dir(tmp_path, monkeypatch):
-    from textgan.train.resume import choose_run_dir
+    from textgan.launch.resume import choose_run_dir
 
     run_dir = _abandoned_run(tmp_path, "4242", slurm=True)
     monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))
@@ -119,7 +119,7 @@ def test_a_slurm_job_whose_state_cannot_be_learnt_keeps_its_run_dir(tmp_path, mo
 
 
 def test_a_local_job_whose_process_is_gone_has_ended(tmp_path):
-    from textgan.train.resume import choose_run_dir
+    from textgan.launch.resume import choose_run_dir
 
     gone = subprocess.Popen(["true"])
     gone.wait()
@@ -132,7 +132,7 @@ def test_a_local_job_whose_process_is_gone_has_ended(tmp_path):
 @pytest.mark.slurm
 def test_a_pending_or_running_slurm_job_keeps_its_run_dir_until_it_ends(slurm_cluster, tmp_path):
     from textgan.train.job_state import live_jobs
-    from textgan.train.resume import choose_run_dir
+    from textgan.launch.resume import choose_run_dir
 
     run_dir = tmp_path / "00000-demo"
     job = slurm_cluster.executor(run_dir / "logs", timeout_min=5).submit(time.sleep, 600)
@@ -149,7 +149,7 @@ def test_a_pending_or_running_slurm_job_keeps_its_run_dir_until_it_ends(slurm_cl
 
 
 def test_only_runs_of_exactly_this_description_are_candidates(tmp_path):
-    from textgan.train.resume import choose_run_dir
+    from textgan.launch.resume import choose_run_dir
 
     for name in ("00000-sweep-demo", "00001-my-demo"):  # a sweep directory, another description
         os.makedirs(tmp_path / name / "logs")

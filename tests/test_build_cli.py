@@ -18,7 +18,7 @@ SHAPES = ["shapes", "--n", 30, "--resolution", 16, "--samples-per-shard", 10, "-
 def shapes_out(tmp_path_factory):
     """A finished shapes build; tests that damage it work on a copy."""
     out = tmp_path_factory.mktemp("built") / "out"
-    assert run_build(*SHAPES, "--out", out).returncode == 0
+    assert run_build(*SHAPES, "--outdir", out).returncode == 0
     return out
 
 
@@ -51,7 +51,7 @@ def test_bad_invocations_exit_2_with_a_message_and_write_nothing(tmp_path, case,
         make_coco_fixture(root, with_bad_cases=False)
         split = "test"
     out = tmp_path / "out"
-    proc = run_build("coco", "--root", root, "--split", split, "--out", out, "--no-progress")
+    proc = run_build("coco", "--root", root, "--split", split, "--outdir", out, "--no-progress")
     assert proc.returncode == 2, proc.stderr
     for text in expected:
         assert text in proc.stderr
@@ -70,7 +70,7 @@ def test_bad_invocations_exit_2_with_a_message_and_write_nothing(tmp_path, case,
     (["--clip-pretrained", "openai"], "need --clip-model"),
 ])
 def test_invalid_options_exit_2(tmp_path, args, message):
-    proc = run_build(*SHAPES, "--out", tmp_path / "out", *args)
+    proc = run_build(*SHAPES, "--outdir", tmp_path / "out", *args)
     assert proc.returncode == 2 and message in proc.stderr
     assert not (tmp_path / "out").exists()
 
@@ -79,12 +79,12 @@ def test_other_settings_are_refused_and_overwrite_rebuilds(shapes_out, tmp_path)
     out = _copy(shapes_out, tmp_path)
     (out / "notes.txt").write_text("not ours")
     before = read_bytes(out / "manifest.json")
-    proc = run_build(*SHAPES, "--out", out, "--quality", 80)
+    proc = run_build(*SHAPES, "--outdir", out, "--quality", 80)
     assert proc.returncode == 2
     assert "settings.quality" in proc.stderr and "--overwrite" in proc.stderr
     assert read_bytes(out / "manifest.json") == before  # untouched
 
-    proc = run_build(*SHAPES, "--out", out, "--quality", 80, "--samples-per-shard", 20, "--overwrite")
+    proc = run_build(*SHAPES, "--outdir", out, "--quality", 80, "--samples-per-shard", 20, "--overwrite")
     assert proc.returncode == 0, proc.stderr
     m = read_manifest(out)
     assert (m["settings"]["quality"], [s["samples"] for s in m["shards"]]) == (80, [20, 10])
@@ -96,13 +96,13 @@ def test_other_settings_are_refused_and_overwrite_rebuilds(shapes_out, tmp_path)
 def test_rerun_of_a_finished_build_changes_nothing(shapes_out, tmp_path):
     out = _copy(shapes_out, tmp_path)
     before = {n: read_bytes(out / n) for n in os.listdir(out)}
-    proc = run_build(*SHAPES, "--out", out)
+    proc = run_build(*SHAPES, "--outdir", out)
     assert proc.returncode == 0 and "already complete" in proc.stdout
     assert {n: read_bytes(out / n) for n in os.listdir(out)} == before
 
 
 def test_summary_names_counts_output_and_verify_command(tmp_path):
-    proc = run_build(*[a for a in SHAPES if a != "--no-progress"], "--out", tmp_path / "o")
+    proc = run_build(*[a for a in SHAPES if a != "--no-progress"], "--outdir", tmp_path / "o")
     assert proc.returncode == 0
     assert "30/30" in proc.stderr and "img/s" in proc.stderr  # the progress bar
     assert "samples written: 30 in 3 shards" in proc.stdout
@@ -114,7 +114,7 @@ def test_summary_names_counts_output_and_verify_command(tmp_path):
 def test_verify_passes_a_clean_build(shapes_out):
     proc = run_build("verify", shapes_out)
     assert proc.returncode == 0 and "verified 3 shards, 30 samples" in proc.stdout and "OK" in proc.stdout
-    assert run_build(*SHAPES, "--out", shapes_out, "--verify").returncode == 0
+    assert run_build(*SHAPES, "--outdir", shapes_out, "--verify").returncode == 0
 
 
 def _flip_a_jpeg_byte(path):
@@ -151,13 +151,13 @@ def test_verify_names_a_damaged_shard(shapes_out, tmp_path, damage, message):
 def test_parts_build_separately_and_merge(tmp_path):
     out, whole = tmp_path / "parts", tmp_path / "whole"
     args = [*SHAPES[:-2], "--workers", 1, "--num-parts", 2]
-    assert run_build(*args, "--part", 1, "--out", out).returncode == 0
+    assert run_build(*args, "--part", 1, "--outdir", out).returncode == 0
     proc = run_build("merge", out)
     assert proc.returncode == 2
     assert "part(s) 0 of 2 are not finished" in proc.stderr and "manifest.part-000-of-002.json" in proc.stderr
     assert not (out / "manifest.json").exists()
 
-    assert run_build(*args, "--part", 0, "--out", out).returncode == 0
+    assert run_build(*args, "--part", 0, "--outdir", out).returncode == 0
     proc = run_build("merge", out)
     assert proc.returncode == 0, proc.stderr
     m = read_manifest(out)
@@ -166,7 +166,7 @@ def test_parts_build_separately_and_merge(tmp_path):
     assert [s["samples"] for s in m["shards"]] == [10, 5, 10, 5] and m["samples"] == 30
     assert m["settings"]["num_parts"] == 2 and "part" not in m
 
-    assert run_build(*SHAPES, "--out", whole).returncode == 0
+    assert run_build(*SHAPES, "--outdir", whole).returncode == 0
     parts_order = [int(k) for _, k, _ in all_samples(out)]
     assert parts_order == [int(k) for _, k, _ in all_samples(whole)]  # same plan, cut in two
     assert run_build("verify", out).returncode == 0
@@ -181,7 +181,7 @@ def test_textgan_command_routes_to_the_builder(shapes_out):
 def test_out_under_a_regular_file_is_refused(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    proc = run_build(*SHAPES, "--out", blocker / "out")
+    proc = run_build(*SHAPES, "--outdir", blocker / "out")
     assert proc.returncode == 2
     assert "cannot create the output directory" in proc.stderr and "not a directory" in proc.stderr
     assert blocker.read_text() == "x"

@@ -41,7 +41,7 @@ def _wait_for_first_shard(proc, out):
 
 
 def _start_and_stop_after_first_shard(out, sig, args=BIG):
-    proc = popen_build(*args, "--out", out, "--workers", 2, start_new_session=True)
+    proc = popen_build(*args, "--outdir", out, "--workers", 2, start_new_session=True)
     try:
         _wait_for_first_shard(proc, out)
         os.killpg(proc.pid, sig)  # the whole group, like Slurm or a terminal does
@@ -60,10 +60,10 @@ def test_kill_9_then_rerun_ends_with_the_uninterrupted_result(tmp_path):
     finished = assert_no_half_shard_counts_as_done(killed)
     assert 1 <= len(finished) < 30
 
-    proc = run_build(*BIG, "--out", killed, "--workers", 2)
+    proc = run_build(*BIG, "--outdir", killed, "--workers", 2)
     assert proc.returncode == 0, proc.stderr
     assert f"{30 - len(finished)} written now, {len(finished)} from an earlier run" in proc.stdout
-    assert run_build(*BIG, "--out", reference, "--workers", 1).returncode == 0
+    assert run_build(*BIG, "--outdir", reference, "--workers", 1).returncode == 0
     assert shard_files(killed) == shard_files(reference)  # manifest, tars, records: byte for byte
     assert not [n for n in os.listdir(killed) if n.endswith(".tmp")]
 
@@ -137,7 +137,7 @@ def tmpfs(tmp_path):
 def test_disk_full_stops_cleanly_and_rerun_completes(tmpfs, tmp_path):
     args = ["shapes", "--n", 400, "--resolution", 32, "--samples-per-shard", 50, "--no-progress", "--workers", 1]
     out = tmpfs("size=600k") / "out"
-    proc = run_build(*args, "--out", out)
+    proc = run_build(*args, "--outdir", out)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "no space left on the device (the disk is full)" in proc.stderr
     assert "rerunning the same command resumes" in proc.stderr
@@ -147,25 +147,25 @@ def test_disk_full_stops_cleanly_and_rerun_completes(tmpfs, tmp_path):
     assert 1 <= len(finished) < 8
 
     tmpfs("ro", remount=True)  # now unwritable: the rerun must say so, and keep what is there
-    proc = run_build(*args, "--out", out)
+    proc = run_build(*args, "--outdir", out)
     assert proc.returncode == 1 and "read-only" in proc.stderr
     assert assert_no_half_shard_counts_as_done(out) == finished
 
     tmpfs("rw,size=20m", remount=True)
-    proc = run_build(*args, "--out", out)
+    proc = run_build(*args, "--outdir", out)
     assert proc.returncode == 0, proc.stderr
     assert f"{len(finished)} from an earlier run" in proc.stdout
-    assert main([*map(str, args), "--out", str(tmp_path / "reference")]) == 0
+    assert main([*map(str, args), "--outdir", str(tmp_path / "reference")]) == 0
     assert shard_files(out) == shard_files(tmp_path / "reference")
 
 
 def test_read_only_output_is_refused_before_any_work(tmpfs):
     mnt = tmpfs("ro,size=1m")
     args = ["shapes", "--n", 10, "--resolution", 16, "--no-progress", "--workers", 1]
-    proc = run_build(*args, "--out", mnt / "out")
+    proc = run_build(*args, "--outdir", mnt / "out")
     assert proc.returncode == 2
     assert "cannot create the output directory" in proc.stderr and "read-only" in proc.stderr
-    proc = run_build(*args, "--out", mnt)
+    proc = run_build(*args, "--outdir", mnt)
     assert proc.returncode == 2
     assert "cannot write into the output directory" in proc.stderr and "read-only" in proc.stderr
     assert os.listdir(mnt) == []
@@ -182,7 +182,7 @@ def _worker_pids(build_pid):
 def test_a_dead_worker_stops_the_build_with_a_clear_error_and_rerun_completes(tmp_path):
     """A worker killed from outside (as the OOM killer does) must not hang the build."""
     out, reference = tmp_path / "crashed", tmp_path / "reference"
-    proc = popen_build(*BIG, "--out", out, "--workers", 2, start_new_session=True)
+    proc = popen_build(*BIG, "--outdir", out, "--workers", 2, start_new_session=True)
     try:
         _wait_for_first_shard(proc, out)
         workers = _worker_pids(proc.pid)
@@ -198,6 +198,6 @@ def test_a_dead_worker_stops_the_build_with_a_clear_error_and_rerun_completes(tm
     assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
     assert_no_half_shard_counts_as_done(out)
 
-    assert run_build(*BIG, "--out", out, "--workers", 2).returncode == 0
-    assert run_build(*BIG, "--out", reference, "--workers", 1).returncode == 0
+    assert run_build(*BIG, "--outdir", out, "--workers", 2).returncode == 0
+    assert run_build(*BIG, "--outdir", reference, "--workers", 1).returncode == 0
     assert read_bytes(out / "manifest.json") == read_bytes(reference / "manifest.json")

@@ -30,7 +30,7 @@ def coco(tmp_path_factory):
 
 def test_shapes_build_writes_manifest_and_decodable_samples(tmp_path):
     out = tmp_path / "out"
-    assert build("shapes", "--out", out, "--n", 60, "--resolution", 16, "--samples-per-shard", 25) == 0
+    assert build("shapes", "--outdir", out, "--n", 60, "--resolution", 16, "--samples-per-shard", 25) == 0
     m = read_manifest(out)
     assert (m["format"], m["format_version"], m["builder_version"]) == (fmt.FORMAT_NAME, fmt.FORMAT_VERSION,
                                                                         BUILDER_VERSION)
@@ -62,11 +62,11 @@ def test_shapes_build_writes_manifest_and_decodable_samples(tmp_path):
 
 def test_shapes_coco_layout_builds_through_the_coco_path(tmp_path):
     layout, out_shapes, out_coco = tmp_path / "layout", tmp_path / "shapes", tmp_path / "coco"
-    assert build("shapes", "--out", out_shapes, "--n", 12, "--resolution", 32, "--split", "val",
+    assert build("shapes", "--outdir", out_shapes, "--n", 12, "--resolution", 32, "--split", "val",
                  "--coco-layout", layout) == 0
     assert (layout / "annotations" / "captions_val2014.json").is_file()
     assert len(os.listdir(layout / "val2014")) == 12
-    assert build("coco", "--root", layout, "--split", "val", "--out", out_coco, "--resolution", 32) == 0
+    assert build("coco", "--root", layout, "--split", "val", "--outdir", out_coco, "--resolution", 32) == 0
     from_shapes = {int(k): json.loads(e["json"]) for _, k, e in all_samples(out_shapes)}
     from_coco = {int(k): json.loads(e["json"]) for _, k, e in all_samples(out_coco)}
     assert sorted(from_coco) == sorted(from_shapes) and len(from_coco) == 12
@@ -80,7 +80,7 @@ def test_shapes_coco_layout_builds_through_the_coco_path(tmp_path):
 
 def test_coco_train_skips_every_bad_case_with_its_reason(coco, tmp_path):
     out = tmp_path / "out"
-    assert build("coco", "--root", coco["root"], "--split", "train", "--out", out, "--resolution", 32,
+    assert build("coco", "--root", coco["root"], "--split", "train", "--outdir", out, "--resolution", 32,
                  "--samples-per-shard", 4) == 0
     expect, m = coco["train"], read_manifest(out)
     assert {e["image_id"]: e["reason"] for e in m["skipped"]} == expect["skip"]
@@ -103,7 +103,7 @@ def test_coco_train_skips_every_bad_case_with_its_reason(coco, tmp_path):
 def test_coco_val_reports_overlap_and_excludes_it_on_request(coco, tmp_path, capsys):
     kept, excluded = tmp_path / "kept", tmp_path / "excluded"
     overlapping = set(coco["overlap"]["ids"]) | set(coco["overlap"]["bytes"])
-    assert build("coco", "--root", coco["root"], "--split", "val", "--out", kept, "--resolution", 16) == 0
+    assert build("coco", "--root", coco["root"], "--split", "val", "--outdir", kept, "--resolution", 16) == 0
     assert "split overlap: 2 of" in capsys.readouterr().err
     m = read_manifest(kept)
     assert m["overlap"] == {"checked_against": [coco["root"]], "ids": coco["overlap"]["ids"],
@@ -111,7 +111,7 @@ def test_coco_val_reports_overlap_and_excludes_it_on_request(coco, tmp_path, cap
     assert {e["image_id"]: e["reason"] for e in m["skipped"]} == coco["val"]["skip"]
     assert sorted(int(k) for _, k, _ in all_samples(kept)) == coco["val"]["good_ids"]
 
-    assert build("coco", "--root", coco["root"], "--split", "val", "--out", excluded, "--resolution", 16,
+    assert build("coco", "--root", coco["root"], "--split", "val", "--outdir", excluded, "--resolution", 16,
                  "--exclude-overlap") == 0
     assert "EXCLUDED" in capsys.readouterr().err
     m = read_manifest(excluded)
@@ -125,7 +125,7 @@ def test_coco_val_reports_overlap_and_excludes_it_on_request(coco, tmp_path, cap
 def test_overlap_reference_folder_is_checked_for_train_too(coco, tmp_path):
     out = tmp_path / "out"
     val_folder = os.path.join(coco["root"], "val2014")
-    assert build("coco", "--root", coco["root"], "--split", "train", "--out", out, "--resolution", 16,
+    assert build("coco", "--root", coco["root"], "--split", "train", "--outdir", out, "--resolution", 16,
                  "--overlap-reference", val_folder) == 0
     overlap = read_manifest(out)["overlap"]
     # Train image 1 has a byte copy in val (105); id 5 is in both splits.
@@ -142,9 +142,9 @@ def _ids_per_shard(out):
 def test_same_seed_gives_identical_bytes_and_workers_do_not_matter(tmp_path):
     args = ["shapes", "--n", 40, "--resolution", 16, "--samples-per-shard", 16, "--seed", 3, "--no-progress"]
     outs = [tmp_path / name for name in ("a", "b", "c")]
-    assert main([*map(str, args), "--out", str(outs[0]), "--workers", "1"]) == 0
-    assert main([*map(str, args), "--out", str(outs[1]), "--workers", "1"]) == 0
-    assert main([*map(str, args), "--out", str(outs[2]), "--workers", "2"]) == 0
+    assert main([*map(str, args), "--outdir", str(outs[0]), "--workers", "1"]) == 0
+    assert main([*map(str, args), "--outdir", str(outs[1]), "--workers", "1"]) == 0
+    assert main([*map(str, args), "--outdir", str(outs[2]), "--workers", "2"]) == 0
     files = [{n: read_bytes(o / n) for n in sorted(os.listdir(o))} for o in outs]
     assert files[0] == files[1] == files[2]
     assert len([n for n in files[0] if n.endswith(".tar")]) == 3
@@ -152,9 +152,9 @@ def test_same_seed_gives_identical_bytes_and_workers_do_not_matter(tmp_path):
 
 def test_seed_changes_assignment_and_limit_keeps_a_prefix(tmp_path):
     base = ["shapes", "--n", 30, "--resolution", 16, "--samples-per-shard", 10]
-    assert build(*base, "--out", tmp_path / "s0") == 0
-    assert build(*base, "--out", tmp_path / "s1", "--seed", 1) == 0
-    assert build(*base, "--out", tmp_path / "lim", "--limit", 13) == 0
+    assert build(*base, "--outdir", tmp_path / "s0") == 0
+    assert build(*base, "--outdir", tmp_path / "s1", "--seed", 1) == 0
+    assert build(*base, "--outdir", tmp_path / "lim", "--limit", 13) == 0
     s0, lim = _ids_per_shard(tmp_path / "s0"), _ids_per_shard(tmp_path / "lim")
     assert s0 != _ids_per_shard(tmp_path / "s1")
     # Seed 1 generates other scenes too, but the order is a permutation, not the id order.
@@ -167,12 +167,12 @@ def test_seed_changes_assignment_and_limit_keeps_a_prefix(tmp_path):
 def test_crop_pad_and_quality_are_applied_and_recorded(coco, tmp_path):
     center, pad = tmp_path / "center", tmp_path / "pad"
     args = ["coco", "--root", coco["root"], "--split", "train", "--resolution", 16, "--limit", 3]
-    assert build(*args, "--out", center) == 0
-    assert build(*args, "--out", pad, "--crop", "pad", "--quality", 50) == 0
+    assert build(*args, "--outdir", center) == 0
+    assert build(*args, "--outdir", pad, "--crop", "pad", "--quality", 50) == 0
     assert read_manifest(pad)["settings"]["crop"] == "pad" and read_manifest(pad)["settings"]["quality"] == 50
     extreme = coco["cases"]["extreme_aspect"]  # 400x4: padded, it is a thin band in black
     assert build("coco", "--root", coco["root"], "--split", "train", "--resolution", 16, "--crop", "pad",
-                 "--out", tmp_path / "all_pad") == 0
+                 "--outdir", tmp_path / "all_pad") == 0
     band = {int(k): e for _, k, e in all_samples(tmp_path / "all_pad")}[extreme]
     pixels = np.asarray(decode(band["jpg"]))
     assert pixels[0].max() < 30 and pixels[-1].max() < 30  # top and bottom rows are padding
@@ -191,7 +191,7 @@ def test_feature_flags_store_float16_features_and_record_the_models(tmp_path):
     clip_name, clip_file = register_tiny_clip(), tiny_clip_weights(tmp_path)
     resnet_file = tiny_resnet_weights(tmp_path)
     out = tmp_path / "out"
-    assert build("shapes", "--out", out, "--n", 5, "--resolution", 32, "--clip-model", clip_name,
+    assert build("shapes", "--outdir", out, "--n", 5, "--resolution", 32, "--clip-model", clip_name,
                  "--clip-pretrained", clip_file, "--perceptual", "resnet18", "--perceptual-weights", resnet_file,
                  "--feature-batch-size", 2) == 0
     features = read_manifest(out)["settings"]["features"]
@@ -216,6 +216,6 @@ def test_feature_flags_store_float16_features_and_record_the_models(tmp_path):
 @pytest.mark.filterwarnings("ignore:perceptual net 'resnet18' has RANDOM weights")
 def test_random_feature_weights_are_seeded_so_reruns_match(tmp_path):
     args = ["shapes", "--n", 2, "--resolution", 16, "--perceptual", "resnet18", "--perceptual-random-weights"]
-    assert build(*args, "--out", tmp_path / "a") == 0 and build(*args, "--out", tmp_path / "b") == 0
+    assert build(*args, "--outdir", tmp_path / "a") == 0 and build(*args, "--outdir", tmp_path / "b") == 0
     assert read_bytes(tmp_path / "a" / "train-000000.tar") == read_bytes(tmp_path / "b" / "train-000000.tar")
     assert read_manifest(tmp_path / "a")["settings"]["features"]["perceptual"]["random_weights"] is True

@@ -96,6 +96,26 @@ def test_misspelt_section_suggests_the_section():
     assert "lr_schedule" not in message
 
 
+@pytest.mark.parametrize("override, hint", [
+    # a bare leaf name (or one in the wrong section) names every full key with that leaf, training keys first
+    ("batch_size=64", "Did you mean 'schedule.batch_size' or 'metrics.batch_size'?"),
+    ("optim.batch_size=64", "Did you mean 'schedule.batch_size' or 'metrics.batch_size'?"),
+    ("kind=ada", "Did you mean 'loss.kind' or 'augment.kind'?"),
+    ("total_kimg=5", "Did you mean 'schedule.total_kimg'?"),
+    # a misspelt leaf name stands for every key with the leaf it is closest to
+    ("batchsize=64", "Did you mean 'schedule.batch_size' or 'metrics.batch_size'?"),
+    ("seed2=1", "Did you mean 'seed'?"),
+])
+def test_a_leaf_name_suggests_every_full_key_with_that_leaf(override, hint):
+    message = usage_error(None, REQUIRED + [override])
+    assert f"unknown config key '{override.split('=')[0]}'. {hint}" in message
+
+
+def test_nothing_close_suggests_nothing():
+    message = usage_error(None, REQUIRED + ["zzzzqqq=1"])
+    assert "unknown config key 'zzzzqqq'" in message and "Did you mean" not in message
+
+
 @pytest.mark.parametrize("override,key", [
     ("schedule.batch_size=abc", "schedule.batch_size"),
     ("loss.r1_gamma=lots", "loss.r1_gamma"),

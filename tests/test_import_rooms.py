@@ -113,3 +113,10 @@ def test_augment_imports_only_data_and_errors():
     for path in _in_room("augment" + os.sep):
         assert {m for m in _textgan_imports(path) if not m.startswith("textgan.augment")} <= {
             "textgan.data.decode", "textgan.errors"}, path
+
+
+def test_training_imports_nothing_from_the_launch_room_above_it():
+    """textgan/launch builds and submits jobs around textgan/train; the job itself never needs the launcher."""
+    importers = sorted(path for path in MODULES if path.startswith("train" + os.sep)
+                       if any(m == "textgan.launch" or m.startswith("textgan.launch.") for m in _textgan_imports(path)))
+    assert importers == []

@@ -42,7 +42,7 @@ def weights(tmp_path_factory):
 def shards(tmp_path_factory, weights):
     """16 px shapes with precomputed features of the run's CLIP and ResNet (files, so they match)."""
     out = str(tmp_path_factory.mktemp("shards") / "shapes16")
-    code = build_main(["shapes", "--out", out, "--n", "64", "--resolution", "16", "--samples-per-shard", "16",
+    code = build_main(["shapes", "--outdir", out, "--n", "64", "--resolution", "16", "--samples-per-shard", "16",
                        "--workers", "1", "--clip-model", "textgan-demo-clip", "--clip-pretrained", weights["clip"],
                        "--perceptual", "resnet18", "--perceptual-weights", weights["resnet"]])
     assert code == 0

@@ -247,19 +247,45 @@ def _leaves(cfg) -> dict:
     return _flatten(OmegaConf.to_container(cfg, throw_on_missing=False))
 
 
+# Sections in the order their keys are suggested when a bare leaf name fits several: the keys a recipe sets
+# to train come before metrics.*, which only tunes how a run is measured ('batch_size' means the training batch).
+SUGGESTION_ORDER = ("schedule", "model", "data", "loss", "optim", "augment", "contrastive", "text_encoder", "dist",
+                    "metrics")
+
+
+def suggest_keys(key: str, leaves: list) -> list:
+    """The valid keys to suggest for the unknown `key`, most relevant first.
+
+    1. A leaf name that exists, bare or in the wrong section ('batch_size', 'optim.batch_size'): every full
+       key with that leaf, so that the one meant is among them ('schedule.batch_size', 'metrics.batch_size').
+    2. Else the closest full key, section or leaf name (a misspelling: 'schedule.totl_kimg', 'shedule',
+       'batchsize'); a leaf name stands for every full key with that leaf."""
+    leaf = key.split(".")[-1]
+
+    def relevance(full: str) -> int:
+        section = full.split(".")[0]
+        return SUGGESTION_ORDER.index(section) if section in SUGGESTION_ORDER else len(SUGGESTION_ORDER)
+
+    def with_leaf(name: str) -> list:
+        return sorted((k for k in leaves if k.split(".")[-1] == name and k != key), key=relevance)
+
+    if with_leaf(leaf):
+        return with_leaf(leaf)
+    sections = sorted({k.split(".")[0] for k in leaves if "." in k})
+    names = sorted({k.split(".")[-1] for k in leaves})
+    close = difflib.get_close_matches(key, sorted(set(leaves + sections + names)), n=1)
+    if not close:
+        return []
+    exact = close if close[0] in leaves or close[0] in sections else []
+    return exact + [k for k in with_leaf(close[0]) if k not in exact]
+
+
 def _explain(error: OmegaConfBaseException, source: str) -> UsageError:
     """Turn an OmegaConf error into one that names the key and suggests the nearest valid one."""
     key = getattr(error, "full_key", None) or ""
     if isinstance(error, ConfigKeyError):
-        leaves = list(_leaves(OmegaConf.structured(TrainConfig)))
-        # Full keys and section names first (a misspelt section: 'shedule' -> 'schedule'), then
-        # the last component alone (a key put in the wrong section: 'batch_size' -> its section).
-        sections = sorted({k.split(".")[0] for k in leaves})
-        close = difflib.get_close_matches(key, leaves + sections, n=1)
-        if not close:
-            by_name = {k.split(".")[-1]: k for k in leaves}
-            close = [by_name[m] for m in difflib.get_close_matches(key.split(".")[-1], list(by_name), n=1)]
-        hint = f" Did you mean '{close[0]}'?" if close else ""
+        close = suggest_keys(key, list(_leaves(OmegaConf.structured(TrainConfig))))
+        hint = f" Did you mean {' or '.join(repr(k) for k in close)}?" if close else ""
         return UsageError(f"{source}: unknown config key '{key}'.{hint} Valid keys: see `--dry-run` output.")
     if isinstance(error, ValidationError):
         return UsageError(f"{source}: config key '{key}' has the wrong type: {str(error.msg).splitlines()[0]}")

@@ -8,7 +8,7 @@ RUN_OR_CHECKPOINT: a run directory (its newest complete checkpoint), its checkpo
 checkpoint directory, or a file written by `textgan export`. G_ema is loaded without DeepSpeed. Settings
 not given on the command line come from the run's `metrics:` config section when it has one, else from
 MetricsConfig's defaults. Results are printed as a table and appended to DIR/metric-NAME.jsonl (DIR: the
-run directory, the exported file's directory, or --out-dir).
+run directory, the exported file's directory, or --outdir).
 """
 
 import argparse
@@ -17,7 +17,8 @@ import os
 import sys
 
 from textgan.errors import UsageError
-from textgan.metrics import MetricEvaluator, MetricsConfig, parse_metrics, validate_metrics_config
+from textgan.metrics import MetricsConfig, parse_metrics, validate_metrics_config  # no torch (see textgan.metrics)
+from textgan.outdir_option import add_outdir_option
 
 # command-line flag -> MetricsConfig field
 _OVERRIDES = {"reference": "reference", "train_shards": "train_shards", "num_samples": "num_samples",
@@ -48,7 +49,7 @@ def make_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--caption-seed", type=int)
     p.add_argument("--allow-overlap", action="store_true", help="measure even if the reference overlaps training")
-    p.add_argument("--out-dir", help="where metric-NAME.jsonl is appended (default: see above)")
+    add_outdir_option(p, "where metric-NAME.jsonl is appended (default: see above)", dest="out_dir", old=("--out-dir",))
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     return p
 
@@ -106,6 +107,8 @@ def main(argv=None, prog: str = "textgan eval") -> int:
     except SystemExit as e:  # argparse: --help (0) or a usage error (2)
         return int(e.code or 0)
     try:
+        # torch and the evaluator load only now: parsing (and --help) stays instant
+        from textgan.metrics import MetricEvaluator
         from textgan.runtime import Runtime
         from textgan.train.text import TextConditioner
 
@@ -116,7 +119,7 @@ def main(argv=None, prog: str = "textgan eval") -> int:
         cfg = metrics_config(args, run_cfg)
         out_dir = args.out_dir or default_out
         if not os.path.isdir(out_dir):
-            raise UsageError(f"--out-dir {out_dir} is not a directory")
+            raise UsageError(f"--outdir {out_dir} is not a directory")
         text = TextConditioner(run_cfg.text_encoder, {}, runtime.device)
         evaluator = MetricEvaluator(cfg, runtime=runtime, run_dir=out_dir)
         report = evaluator.run(G, text.encode, **info)

@@ -69,7 +69,7 @@ def load_manifest(out_dir: str) -> dict:
     if not os.path.isfile(path):
         raise UsageError(
             f"{out_dir} has no {fmt.MANIFEST_NAME}: it is not a finished shard directory. "
-            f"Build it with `python shards/build.py shapes|coco --out {out_dir} ...` "
+            f"Build it with `python shards/build.py shapes|coco --outdir {out_dir} ...` "
             "(an interrupted build finishes when rerun with the same command)."
         )
     return load_manifest_file(path)

@@ -1,4 +1,4 @@
-"""The checks that both launchers (submit.py, sweep.py) run before a job exists, --dry-run included.
+"""The checks that both launch commands (textgan train, textgan sweep) run before a job exists, --dry-run included.
 
 Each one only reads: a failing one raises UsageError (exit 2) and nothing has been created, no run
 directory and no shards (the demo's shards are checked as they will be built, and built only after every
@@ -16,7 +16,7 @@ from textgan.launch.slurm import SlurmRequest, render_sbatch, require_slurm
 def check_config_resources(cfg) -> dict:
     """Text encoder, shards and contrastive settings of one config; returns the shards' manifest (the planned
     one when the demo's shards are still to be built)."""
-    from textgan.train.prepare import check_contrastive, check_text_encoder, ensure_shards
+    from textgan.launch.prepare import check_contrastive, check_text_encoder, ensure_shards
 
     check_text_encoder(cfg)
     manifest = ensure_shards(cfg, build=False)

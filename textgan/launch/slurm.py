@@ -114,7 +114,7 @@ def parse_sbatch_options(items: List[str]) -> Dict[str, object]:
 
 
 def add_slurm_arguments(p) -> None:
-    """The resource and scheduling options shared by submit.py and sweep.py."""
+    """The resource and scheduling options shared by `textgan train` and `textgan sweep`."""
     g = p.add_argument_group("job resources (Slurm; --local uses only --tasks-per-node and --time)")
     g.add_argument("--nodes", type=int, default=1, help="nodes (sbatch --nodes)")
     g.add_argument("--gpus-per-node", type=int, default=0, help="GPUs per node (sbatch --gpus-per-node); "

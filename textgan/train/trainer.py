@@ -20,7 +20,7 @@ import os
 
 from omegaconf import OmegaConf
 
-from textgan.config import TrainConfig, validate
+from textgan.config import TrainConfig
 from textgan.train.preempt import REQUEUE_LOG
 
 
@@ -34,9 +34,12 @@ class Trainer:
         self.max_requeues = max_requeues
 
     def config(self):
-        cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.create(self.config_yaml))
-        validate(cfg)
-        return cfg
+        """The typed config of config_yaml, merged onto the schema (types, defaults) but not validated again:
+        the launcher validated this very YAML once before submitting (load_config, the world-size scaling,
+        the resource checks), and it cannot change on the way. Validating again here would repeat the
+        checks on every rank and attempt, and a check that differs between the two places could refuse a
+        job on a compute node that its --dry-run had accepted."""
+        return OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.create(self.config_yaml))
 
     def __call__(self) -> dict:
         from textgan.train.preempt import PreemptionWatch, in_submitit_job

@@ -1,7 +1,7 @@
 """Command line of the shard builder: `python shards/build.py ...` and `textgan shards ...`.
 
-    coco   --root COCO_DIR --split train|val --out OUT [--resolution 256] ...
-    shapes --out OUT [--n 20000] [--resolution 64] [--coco-layout DIR] ...
+    coco   --root COCO_DIR --split train|val --outdir OUT [--resolution 256] ...
+    shapes --outdir OUT [--n 20000] [--resolution 64] [--coco-layout DIR] ...
     verify OUT        re-check OUT's shards against its manifest (exit 1 on any problem)
     merge OUT         combine the part manifests of a --num-parts build into manifest.json
 
@@ -19,6 +19,7 @@ from textgan.data.building.outdir import remove_stale_tmp
 from textgan.data.building.run import WorkerCrashed
 from textgan.data.building.builder import BuildConfig, BuildWriteError, build, default_workers
 from textgan.errors import UsageError
+from textgan.outdir_option import add_outdir_option
 from textgan.ranges import RESOLUTIONS, resolutions_text
 
 
@@ -57,7 +58,8 @@ def _quality(text: str) -> int:
 def _common_options(default_resolution: int) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("output")
-    g.add_argument("--out", required=True, help="output directory (shards + manifest.json)")
+    add_outdir_option(g, "output directory (shards + manifest.json)", dest="out", old=("--out",), required=True,
+                      metavar="OUT")
     g.add_argument("--resolution", type=_resolution, default=default_resolution,
                    help=f"side of the stored square images in pixels, one of {resolutions_text()} (default {default_resolution})")
     g.add_argument("--crop", choices=fmt.CROP_MODES, default="center",

@@ -26,7 +26,7 @@ def merge_parts(out_dir: str) -> dict:
     found = find_part_manifests(out_dir)
     if not found:
         raise UsageError(f"{out_dir} holds no part manifests ({fmt.PART_MANIFEST_PATTERN.format(part=0, num_parts=2)}, "
-                         "...): build the parts with --num-parts K --part i into this --out first.")
+                         "...): build the parts with --num-parts K --part i into this --outdir first.")
     counts = sorted({k for _, k in found})
     if len(counts) > 1:
         raise UsageError(f"{out_dir} holds part manifests of builds split into different numbers of parts "

@@ -105,12 +105,12 @@ def prepare_out_dir(out_dir: str, fingerprint: dict, *, overwrite: bool, part: i
     be created or written, or holds a build with other settings and --overwrite is not given.
     """
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise UsageError(f"--out {out_dir} exists and is not a directory; choose a directory path.")
+        raise UsageError(f"--outdir {out_dir} exists and is not a directory; choose a directory path.")
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as e:
         raise UsageError(f"cannot create the output directory {out_dir}: {describe_os_error(e)}. "
-                         "Choose a writable --out.") from None
+                         "Choose a writable --outdir.") from None
     path = settings_path(out_dir)
     try:
         old = read_json(path) if os.path.exists(path) else None
@@ -125,7 +125,7 @@ def prepare_out_dir(out_dir: str, fingerprint: dict, *, overwrite: bool, part: i
             else:
                 why = f"it was built with other settings (differing: {', '.join(differing_keys(old, fingerprint))})"
             raise UsageError(f"refusing to write into {out_dir}: {why}. Pass --overwrite to rebuild it "
-                             "with the new settings (deletes its shards and manifests), or choose another --out.")
+                             "with the new settings (deletes its shards and manifests), or choose another --outdir.")
         remove_files(out_dir, our_files(out_dir))
         state = "overwrite"
     elif old is not None and overwrite:
@@ -142,5 +142,5 @@ def prepare_out_dir(out_dir: str, fingerprint: dict, *, overwrite: bool, part: i
             write_bytes_atomic(path, dumps(fingerprint), tmp=f"{path}.{os.getpid()}{fmt.TMP_SUFFIX}")
         except OSError as e:
             raise UsageError(f"cannot write into the output directory {out_dir}: {describe_os_error(e)}. "
-                             "Choose a writable --out (or free space and rerun).") from None
+                             "Choose a writable --outdir (or free space and rerun).") from None
     return state

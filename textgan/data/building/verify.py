@@ -36,7 +36,7 @@ class VerifyReport:
 def _manifests(out_dir: str) -> list:
     """(path, manifest) to check: manifest.json, or the part manifests of an unmerged split build."""
     if not os.path.isdir(out_dir):
-        raise UsageError(f"{out_dir} is not a directory; pass the --out directory of a build.")
+        raise UsageError(f"{out_dir} is not a directory; pass the --outdir directory of a build.")
     if os.path.isfile(manifest_path(out_dir)) or not find_part_manifests(out_dir):
         return [(manifest_path(out_dir), load_manifest(out_dir))]
     return [(path, load_manifest_file(path)) for _, path in sorted(find_part_manifests(out_dir).items())]

@@ -5,7 +5,9 @@
                         checkpoint (continue it); else the newest abandoned one (restart in it, see
                         choose_run_dir); else a new run
     --resume RUN_DIR    continue that run from its newest complete checkpoint
-    --resume CKPT_DIR   continue the run that holds this checkpoint, from this checkpoint
+    --resume CHECKPOINT a complete checkpoint RUN_DIR/checkpoints/<tag>: continue the run that holds it,
+                        from this checkpoint
+(textgan.launch.train_cmd's --resume help and the README's Training section say the same.)
 The training job itself is then told "auto" (or the checkpoint path), and a requeued attempt
 uses the same directory: the run directory is fixed when the job is submitted.
 
@@ -20,7 +22,6 @@ import shutil
 from typing import List, Optional
 
 from textgan.errors import UsageError
-from textgan.train.checkpoint import complete_checkpoints, find_latest
 from textgan.train.job_state import live_jobs
 from textgan.train.rundir import create_run_dir, sanitize_desc
 
@@ -57,6 +58,8 @@ def choose_run_dir(outdir: str, desc: str, resume) -> RunDirChoice:
         return RunDirChoice(None, None)
     if resume != "auto":
         return _explicit(resume)
+    from textgan.train.checkpoint import find_latest  # torch: loaded only when a resume is asked for
+
     # exactly NNNNN-desc: a sweep directory NNNNN-sweep-desc or a run NNNNN-other-desc is another run
     desc = sanitize_desc(desc)
     same = re.compile(r"\d+" + (f"-{re.escape(desc)}" if desc else ""))  # as rundir.create_run_dir names them
@@ -79,6 +82,8 @@ def choose_run_dir(outdir: str, desc: str, resume) -> RunDirChoice:
 
 
 def _explicit(resume: str) -> RunDirChoice:
+    from textgan.train.checkpoint import complete_checkpoints, find_latest
+
     path = os.path.abspath(resume)
     if os.path.isdir(os.path.join(path, CHECKPOINTS)):
         if not find_latest(os.path.join(path, CHECKPOINTS)):
