@@ -43,6 +43,18 @@ def test_ds_config_refuses_a_batch_that_does_not_divide():
         ds_config(tiny_cfg("schedule.batch_size=8"), "G", world_size=3)
 
 
+def test_ds_config_takes_the_accumulation_its_caller_checked(monkeypatch):
+    # build_engines checks the world once and hands the result to both engines' configs
+    from textgan.train import engines
+
+    def no_second_check(cfg, world_size):
+        raise AssertionError("check_world called again")
+
+    monkeypatch.setattr(engines, "check_world", no_second_check)
+    cfg = tiny_cfg("schedule.batch_size=8")
+    assert engines.ds_config(cfg, "G", world_size=2, accum=2)["gradient_accumulation_steps"] == 2
+
+
 def test_lazy_regularization_rescales_lr_and_betas():
     from textgan.train.engines import _adam, lazy_reg_ratio
 
