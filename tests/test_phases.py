@@ -1,6 +1,7 @@
 """The phases declared once (textgan.losses.phases) and the objective's one entry point, phase_loss."""
 
 import dataclasses
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ from test_objective import setup
 from textgan.losses import GANObjective
 from textgan.losses.objective import PL_MEAN_KEY
 from textgan.losses.phases import Phase, PhaseInputs
+from textgan.train.step import phases_due
 
 
 def _declared(objective, G_reg_interval=4, D_reg_interval=16):
@@ -24,6 +26,16 @@ def test_the_phases_of_an_iteration_name_their_network_kind_and_interval():
         ("Gmain", "G", "main", 1), ("Dmain", "D", "main", 1), ("Dreg", "D", "reg", 16)]
     assert _declared(GANObjective(cfg), D_reg_interval=0) == [
         ("Gmain", "G", "main", 1), ("Greg", "G", "reg", 4), ("Dmain", "D", "main", 1)]
+
+
+def test_phases_due_runs_each_regularizer_every_interval_from_the_first_iteration():
+    _, _, cfg, *_ = setup(pl_weight=2.0, r1_gamma=10.0)
+    train_cfg = SimpleNamespace(schedule=SimpleNamespace(G_reg_interval=4, D_reg_interval=16))
+    names = [[p.name for p in phases_due(train_cfg, GANObjective(cfg), i)] for i in range(17)]
+    assert names[0] == names[16] == ["Gmain", "Greg", "Dmain", "Dreg"]
+    assert [i for i, n in enumerate(names) if "Greg" in n] == [0, 4, 8, 12, 16]
+    assert [i for i, n in enumerate(names) if "Dreg" in n] == [0, 16]
+    assert all(n[0] == "Gmain" and "Dmain" in n for n in names)
 
 
 @pytest.mark.parametrize("network, kind, interval", [("E", "main", 1), ("G", "lazy", 1), ("D", "reg", 0)])
