@@ -27,7 +27,8 @@ from textgan.train.text import TextConditioner
 class TrainingSetup:
     """What build_training returns. engines.G.module / engines.D.module are the networks (under ZeRO-3
     partitioned in place: read them through the engines). c_encoder(batch) -> c is what train_step
-    conditions on: the text conditioner, or the batch's own "c" when there is no text tower."""
+    conditions on: the text conditioner, or the batch's own "c" when there is no text tower (a copy made
+    with dataclasses.replace may condition through a wrapper, as the data-stall benchmark's timer)."""
 
     cfg: object
     runtime: object  # textgan.runtime.Runtime
@@ -56,7 +57,7 @@ def build_networks(cfg, c_dim: int, weights: Optional[dict] = None):
 
 
 def build_training(cfg, runtime, *, text: Optional[TextConditioner] = None, manifest: Optional[dict] = None,
-                   c_dim: Optional[int] = None, c_encoder: Optional[Callable] = None, networks=None,
+                   c_dim: Optional[int] = None, networks=None,
                    init_from: Optional[str] = None, ds_overrides: Optional[dict] = None,
                    objective_cls=GANObjective) -> TrainingSetup:
     """Seed (cfg.seed), then build everything on this rank; the process group must exist
@@ -64,7 +65,6 @@ def build_training(cfg, runtime, *, text: Optional[TextConditioner] = None, mani
       - default: a TextConditioner for cfg.text_encoder, with the manifest of cfg.data.shards;
       - text= (and manifest=): one built already, e.g. shared by several setups in one process;
       - c_dim=: no text tower; batches carry c (c_dim wide) as batch["c"]. No contrastive terms then.
-    c_encoder: what train_step conditions on, when neither of the above (default: text, or batch["c"]).
     networks: (G, D) to train instead of the config's (tests' tiny nets). init_from: a checkpoint
     (directory, root or weights.pt) whose G, D and G_ema weights the run starts from.
     ds_overrides: merged into both engines' DeepSpeed configs. objective_cls: GANObjective or a subclass."""
@@ -91,7 +91,6 @@ def build_training(cfg, runtime, *, text: Optional[TextConditioner] = None, mani
     engines = build_engines(G, D, cfg, runtime, ds_overrides=ds_overrides)
     if weights is not None:
         engines.G_ema.load_state_dict(weights["G_ema"])
-    if c_encoder is None:
-        c_encoder = text if text is not None else batch_condition
+    c_encoder = text if text is not None else batch_condition
     return TrainingSetup(cfg=cfg, runtime=runtime, manifest=manifest, text=text, c_encoder=c_encoder, augment=augment,
                          contrastive=contrastive, real_source=real_source, objective=objective, engines=engines)
