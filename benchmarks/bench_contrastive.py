@@ -79,28 +79,20 @@ def _cfg(opts, variant):
 
 
 def _setup(opts, variant, runtime, text, manifest):
-    from textgan.augment import build_augment
-    from textgan.losses.objective import GANObjective
-    from textgan.train.contrastive_setup import build_contrastive
-    from textgan.train.engines import build_engines
-    from textgan.train.loop import build_nets
+    """What training_loop builds for the variant (every variant shares the one text tower)."""
+    from textgan.train.setup import build_training
     from textgan.train.step import TrainState
 
     cfg = _cfg(opts, variant)
-    runtime.seed_everything(cfg.seed)
-    G, D = build_nets(cfg, text.dim)
-    engines = build_engines(G, D, cfg, runtime)
-    terms, source = build_contrastive(cfg, text, manifest, runtime)
-    return {"cfg": cfg, "engines": engines, "objective": GANObjective(cfg.loss, build_augment(cfg.augment), terms),
-            "source": source, "state": TrainState()}
+    return {"setup": build_training(cfg, runtime, text=text, manifest=manifest), "state": TrainState()}
 
 
-def _steps(s, batches, text, runtime, n: int) -> float:
+def _steps(s, batches, n: int) -> float:
     from textgan.train.step import train_step
 
     start = time.perf_counter()
     for _ in range(n):
-        train_step(s["engines"], s["objective"], batches, text, s["state"], s["cfg"], runtime, s["source"])
+        train_step(s["setup"], batches, s["state"])
     return (time.perf_counter() - start) / n
 
 
@@ -125,7 +117,7 @@ def timing_job(rank, world_size, opts: dict) -> dict:
     runtime, manifest, text, batches = _context(opts)
     setups = {v: _setup(opts, v, runtime, text, manifest) for v in VARIANTS}
     for s in setups.values():
-        _steps(s, batches, text, runtime, opts["warmup"])
+        _steps(s, batches, opts["warmup"])
     seconds = {v: [] for v in setups}
     names = list(setups)
     for rep in range(opts["repeats"]):
@@ -133,8 +125,8 @@ def timing_job(rank, world_size, opts: dict) -> dict:
         for v in names[shift:] + names[:shift]:
             # the ResNet and StyleGAN2 variants take 7-30x longer per iteration: fewer iterations
             window = opts["window_heavy"] if v.startswith(("full", "stylegan2")) else opts["window"]
-            seconds[v].append(_steps(setups[v], batches, text, runtime, window))
-    return {"seconds": seconds, "batch_size": setups["base"]["cfg"].schedule.batch_size}
+            seconds[v].append(_steps(setups[v], batches, window))
+    return {"seconds": seconds, "batch_size": setups["base"]["setup"].cfg.schedule.batch_size}
 
 
 def memory_job(rank, world_size, opts: dict, variant: str) -> dict:
@@ -159,7 +151,7 @@ def memory_job(rank, world_size, opts: dict, variant: str) -> dict:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        _steps(s, batches, text, runtime, opts["memory_steps"])
+        _steps(s, batches, opts["memory_steps"])
     finally:
         stop.set()
         sampler.join()

@@ -10,6 +10,7 @@ Each mode keeps its own TrainState, so every mode runs the same sequence of phas
 G_reg_interval, Dreg every D_reg_interval iterations, counted per mode) whatever the window size.
 """
 
+import dataclasses
 import itertools
 import os
 import time
@@ -30,10 +31,8 @@ LEAD_IN = 1
 
 @dataclass
 class Setup:
-    cfg: object
-    engines: object
-    objective: object
-    state: object
+    training: object  # textgan.train.setup.TrainingSetup
+    state: object  # textgan.train.step.TrainState
 
 
 def _start():
@@ -44,28 +43,23 @@ def _start():
     return runtime
 
 
-def _build(cfg, runtime, c_dim: int, ds_overrides=None) -> Setup:
-    """Networks seeded alike for every setup, engines, the objective: what training_loop builds."""
-    from textgan.augment import build_augment
-    from textgan.losses.objective import GANObjective
-    from textgan.train.engines import build_engines
-    from textgan.train.loop import build_nets
+def _build(cfg, runtime, **options) -> Setup:
+    """What training_loop builds (textgan.train.setup.build_training, seeded alike for every setup)
+    with a fresh TrainState; options go to build_training."""
+    from textgan.train.setup import build_training
     from textgan.train.step import TrainState
 
-    runtime.seed_everything(cfg.seed)
-    G, D = build_nets(cfg, c_dim)
-    engines = build_engines(G, D, cfg, runtime, ds_overrides=ds_overrides)
-    return Setup(cfg, engines, GANObjective(cfg.loss, build_augment(cfg.augment)), TrainState())
+    return Setup(build_training(cfg, runtime, **options), TrainState())
 
 
-def _window(setup: Setup, batches, c_encoder, runtime, iterations: int) -> float:
+def _window(setup: Setup, batches, runtime, iterations: int) -> float:
     """Seconds per iteration over `iterations` train_step calls; ranks start and stop together."""
     from textgan.train.step import train_step
 
     runtime.barrier()
     start = time.perf_counter()
     for _ in range(iterations):
-        train_step(setup.engines, setup.objective, batches, c_encoder, setup.state, setup.cfg, runtime)
+        train_step(setup.training, batches, setup.state)
     runtime.barrier()
     return (time.perf_counter() - start) / iterations
 
@@ -155,28 +149,26 @@ def zero_job(rank, world_size, opts: dict) -> dict:
     setups = {}
     for stage in opts["stages"]:
         cfg = demo_cfg(opts["shards"], *opts["overrides"], f"dist.zero_stage_G={stage}", f"dist.zero_stage_D={stage}")
-        setups[stage] = _build(cfg, runtime, text.dim, PARTITION_ALL if stage == 3 else None)
-    accum = setups[opts["stages"][0]].engines.accum
+        # c_dim: no text tower per setup; the held batches carry their embeddings as "c"
+        setups[stage] = _build(cfg, runtime, c_dim=text.dim, ds_overrides=PARTITION_ALL if stage == 3 else None)
+    accum = setups[opts["stages"][0]].training.engines.accum
     held, loader = _held_batches(base, runtime, text, accum)
     batches = itertools.cycle(held)
 
-    def c_of(batch):
-        return batch["c"]
-
     for setup in setups.values():  # first iterations: allocations, ZeRO-3's parameter trace
-        _window(setup, batches, c_of, runtime, opts["warmup"])
-    memory = {stage: _memory(setup.engines) for stage, setup in setups.items()}
+        _window(setup, batches, runtime, opts["warmup"])
+    memory = {stage: _memory(setup.training.engines) for stage, setup in setups.items()}
 
     seconds = {stage: [] for stage in setups}
     ckpt_seconds, ckpt_bytes = [], 0
     ckpt = setups[opts["ckpt_stage"]]
     for rep in range(opts["repeats"]):
         for stage in _rotated(list(setups), rep):
-            seconds[stage].append(_window(setups[stage], batches, c_of, runtime, opts["window"]))
+            seconds[stage].append(_window(setups[stage], batches, runtime, opts["window"]))
         runtime.barrier()
         start = time.perf_counter()
-        path = save_checkpoint(opts["ckpt_dir"], f"{rep:06d}", ckpt.engines,
-                               {"state": ckpt.state.state_dict(), "config_hash": config_hash(ckpt.cfg)},
+        path = save_checkpoint(opts["ckpt_dir"], f"{rep:06d}", ckpt.training.engines,
+                               {"state": ckpt.state.state_dict(), "config_hash": config_hash(ckpt.training.cfg)},
                                keep=1, rank_state={"loader": loader.state_dict()})
         ckpt_seconds.append(time.perf_counter() - start)  # save_checkpoint ends with a barrier
         if runtime.is_main:
@@ -206,28 +198,25 @@ class TimedEncoder:
 def stall_job(rank, world_size, opts: dict) -> dict:
     """opts: shards, overrides, num_workers, warmup, window, repeats."""
     from textgan.data.loading.loader import train_loader
-    from textgan.data.manifest import load_manifest
     from textgan.train.step import TrainState
-    from textgan.train.text import TextConditioner
 
     runtime = _start()
     cfg = demo_cfg(opts["shards"], *opts["overrides"])
-    text = TextConditioner(cfg.text_encoder, load_manifest(cfg.data.shards), runtime.device)
-    setup = _build(cfg, runtime, text.dim)
+    built = _build(cfg, runtime).training
     loader = train_loader(cfg.data.shards, cfg.schedule.batch_gpu, rank=runtime.rank, world_size=runtime.world_size,
                           seed=cfg.seed, num_workers=opts["num_workers"])
     streamed = iter(loader)
-    held = itertools.cycle([next(streamed) for _ in range(setup.engines.accum)])
+    held = itertools.cycle([next(streamed) for _ in range(built.engines.accum)])
     sources = {"memory": held, "stream": streamed}
-    states = {mode: TrainState() for mode in sources}
-    encoders = {mode: TimedEncoder(text) for mode in sources}
+    encoders = {mode: TimedEncoder(built.text) for mode in sources}
+    # One set of engines; each mode conditions through its own timed encoder and keeps its own state.
+    setups = {mode: Setup(dataclasses.replace(built, c_encoder=encoders[mode]), TrainState()) for mode in sources}
 
     def window(mode, iterations):
-        setup.state = states[mode]
         # Untimed lead-in: while the other mode ran, the idle worker filled its prefetch queue (the
         # DataLoader's 2 batches = one iteration's accumulation); those batches cost no waiting.
-        _window(setup, sources[mode], encoders[mode], runtime, LEAD_IN)
-        return _window(setup, sources[mode], encoders[mode], runtime, iterations)
+        _window(setups[mode], sources[mode], runtime, LEAD_IN)
+        return _window(setups[mode], sources[mode], runtime, iterations)
 
     for mode in sources:
         window(mode, opts["warmup"])
@@ -240,5 +229,5 @@ def stall_job(rank, world_size, opts: dict) -> dict:
     measured = opts["repeats"] * (opts["window"] + LEAD_IN)
     return {"seconds": seconds, "encode_seconds": {m: e.seconds / measured for m, e in encoders.items()},
             "skipped": loader.skipped,
-            "batch_size": cfg.schedule.batch_size, "batch_gpu": cfg.schedule.batch_gpu, "accum": setup.engines.accum,
+            "batch_size": cfg.schedule.batch_size, "batch_gpu": cfg.schedule.batch_gpu, "accum": built.engines.accum,
             "threads": torch.get_num_threads()}

@@ -146,26 +146,21 @@ class SyntheticBatches:
         self.next_sample = int(state["next_sample"])
 
 
-def c_from_batch(batch):
-    return batch["c"]
-
-
 def setup_training(cfg, generator_cls=None, ds_overrides=None, objective_cls=None, networks=None):
-    """(runtime, engines, objective, batches, state) on this rank; the process group is started once.
-    networks: (G, D) to train instead of tiny_networks(cfg, generator_cls) (e.g. a tiny cGAN)."""
+    """(setup, batches, state) on this rank, the setup from textgan.train.setup.build_training (train
+    with train_step(setup, batches, state)); the process group is started once. networks: (G, D) to
+    train instead of tiny_networks(cfg, generator_cls) (e.g. a tiny cGAN). Batches carry c (C_DIM)."""
     from textgan.losses.objective import GANObjective
     from textgan.runtime import Runtime
-    from textgan.train.engines import build_engines
+    from textgan.train.setup import build_training
     from textgan.train.step import TrainState
 
     runtime = Runtime.from_env()
     runtime.init_distributed()
-    runtime.seed_everything(cfg.seed)
-    G, D = networks or tiny_networks(cfg, generator_cls)
-    engines = build_engines(G, D, cfg, runtime, ds_overrides=ds_overrides)
-    objective = (objective_cls or GANObjective)(cfg.loss, None)
-    batches = SyntheticBatches(runtime.rank, cfg.schedule.batch_gpu)
-    return runtime, engines, objective, batches, TrainState()
+    # tiny_networks seeds itself: the same nets whether built before or after build_training's seeding
+    setup = build_training(cfg, runtime, c_dim=C_DIM, networks=networks or tiny_networks(cfg, generator_cls),
+                           ds_overrides=ds_overrides, objective_cls=objective_cls or GANObjective)
+    return setup, SyntheticBatches(runtime.rank, cfg.schedule.batch_gpu), TrainState()
 
 
 # Under ZeRO-3 DeepSpeed keeps parameters below 1e5 elements whole; all of the tiny nets' are. This

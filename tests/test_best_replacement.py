@@ -66,11 +66,12 @@ def crash_child(root, point):
     from textgan.train.step import train_step
 
     cfg = tiny_cfg()
-    runtime, engines, objective, batches, state = setup_training(cfg)
+    setup, batches, state = setup_training(cfg)
+    engines = setup.engines
     best_root = os.path.join(root, "best")
 
     def step():
-        train_step(engines, objective, batches, lambda b: b["c"], state, cfg, runtime)
+        train_step(setup, batches, state)
 
     step()
     torch.save(engines.G_ema.state_dict(), os.path.join(root, "old_G_ema.pt"))

@@ -22,10 +22,10 @@ def _cfg(g_stage, d_stage):
     return tiny_cfg(f"dist.zero_stage_G={g_stage}", f"dist.zero_stage_D={d_stage}")
 
 
-def _train(engines, objective, batches, state, cfg, runtime, n):
+def _train(setup, batches, state, n):
     from textgan.train.step import train_step
 
-    return [floats(train_step(engines, objective, batches, lambda b: b["c"], state, cfg, runtime)) for _ in range(n)]
+    return [floats(train_step(setup, batches, state)) for _ in range(n)]
 
 
 def first_run(rank, world_size, root):
@@ -35,13 +35,14 @@ def first_run(rank, world_size, root):
     for g_stage, d_stage in LAYOUTS:
         layout = f"G{g_stage}-D{d_stage}"
         cfg = _cfg(g_stage, d_stage)
-        runtime, engines, objective, batches, state = setup_training(cfg, ds_overrides=PARTITION_ALL)
-        _train(engines, objective, batches, state, cfg, runtime, 2)
+        setup, batches, state = setup_training(cfg, ds_overrides=PARTITION_ALL)
+        runtime, engines = setup.runtime, setup.engines
+        _train(setup, batches, state, 2)
         at_save = snapshot(engines)
         path = ck.save_checkpoint(os.path.join(root, layout), f"{state.cur_nimg:06d}", engines,
                                   {"train_state": state.state_dict(), "config_hash": CONFIG_HASH}, keep=3,
                                   rank_state={"loader": batches.state_dict()})
-        losses = _train(engines, objective, batches, state, cfg, runtime, 2)
+        losses = _train(setup, batches, state, 2)
         out[layout] = {"path": path, "at_save": at_save, "losses": losses, "final": snapshot(engines)}
 
     pruned = os.path.join(root, "pruning")
@@ -70,7 +71,8 @@ def second_run(rank, world_size, root, saved):
     for g_stage, d_stage in LAYOUTS:
         layout = f"G{g_stage}-D{d_stage}"
         cfg = _cfg(g_stage, d_stage)
-        runtime, engines, objective, batches, state = setup_training(cfg, ds_overrides=PARTITION_ALL)
+        setup, batches, state = setup_training(cfg, ds_overrides=PARTITION_ALL)
+        engines = setup.engines
         if layout == "G3-D1":  # a checkpoint of another layout is refused before anything is loaded
             try:
                 ck.load_checkpoint(saved["G0-D2"]["path"], engines)
@@ -87,7 +89,7 @@ def second_run(rank, world_size, root, saved):
         state.load_state_dict(client["train_state"])
         batches.load_state_dict(client["rank_state"]["loader"])
         loaded = snapshot(engines)
-        losses = _train(engines, objective, batches, state, cfg, runtime, 2)
+        losses = _train(setup, batches, state, 2)
         out[layout] = {"path": path, "client": client, "loaded": loaded, "losses": losses, "final": snapshot(engines),
                        "cur_nimg": state.cur_nimg}
     out["loads"] = loads

@@ -43,6 +43,18 @@ def test_ds_config_refuses_a_batch_that_does_not_divide():
         ds_config(tiny_cfg("schedule.batch_size=8"), "G", world_size=3)
 
 
+def test_ds_config_takes_the_accumulation_its_caller_checked(monkeypatch):
+    # build_engines checks the world once and hands the result to both engines' configs
+    from textgan.train import engines
+
+    def no_second_check(cfg, world_size):
+        raise AssertionError("check_world called again")
+
+    monkeypatch.setattr(engines, "check_world", no_second_check)
+    cfg = tiny_cfg("schedule.batch_size=8")
+    assert engines.ds_config(cfg, "G", world_size=2, accum=2)["gradient_accumulation_steps"] == 2
+
+
 def test_lazy_regularization_rescales_lr_and_betas():
     from textgan.train.engines import _adam, lazy_reg_ratio
 
@@ -139,14 +151,14 @@ def _stages(rank):
     out = {}
     for name, (g_stage, d_stage, extra) in STAGE_VARIANTS.items():
         cfg = tiny_cfg(f"dist.zero_stage_G={g_stage}", f"dist.zero_stage_D={d_stage}", *extra)
-        runtime, engines, objective, batches, state = setup_training(cfg, ds_overrides=PARTITION_ALL)
-        losses = [floats(train_step(engines, objective, batches, lambda b: b["c"], state, cfg, runtime))
-                  for _ in range(ITERATIONS)]
+        setup, batches, state = setup_training(cfg, ds_overrides=PARTITION_ALL)
+        engines = setup.engines
+        losses = [floats(train_step(setup, batches, state)) for _ in range(ITERATIONS)]
         result = {"losses": losses, **snapshot(engines)}
         # The learning rate is set through the client optimizers on every stage: lr 0 -> no change.
         apply_lr(engines.G_opt, engines.G_base_lr, 0.0)
         apply_lr(engines.D_opt, engines.D_base_lr, 0.0)
-        train_step(engines, objective, batches, lambda b: b["c"], state, cfg, runtime)
+        train_step(setup, batches, state)
         after = snapshot(engines)
         result["lr0_unchanged"] = all(torch.equal(result[n][k], after[n][k]) for n in ("G", "D") for k in after[n]
                                       if not k.endswith("w_avg"))
@@ -178,8 +190,9 @@ def _accumulation(rank):
                        "loss.style_mixing_prob=0", "loss.pl_weight=0", "dist.zero_stage_G=2", "dist.zero_stage_D=2",
                        "optim.eps=0.001")
         # SyntheticBatches: a rank's samples are the same whatever the batch_gpu
-        runtime, engines, objective, batches, state = setup_training(cfg, generator_cls=ConstNoiseGenerator)
-        train_step(engines, objective, batches, lambda b: b["c"], state, cfg, runtime)
+        setup, batches, state = setup_training(cfg, generator_cls=ConstNoiseGenerator)
+        train_step(setup, batches, state)
+        engines = setup.engines
         out[batch_gpu] = {"accum": engines.accum, "samples": state.cur_nimg, **snapshot(engines)}
     return out
 
@@ -193,8 +206,8 @@ def _nonfinite_guard(rank, g_stage, d_stage):
     from textgan.train.step import NonFiniteLossError, train_step
 
     cfg = tiny_cfg(f"dist.zero_stage_G={g_stage}", f"dist.zero_stage_D={d_stage}", "schedule.max_nonfinite_steps=2")
-    runtime, engines, objective, batches, state = setup_training(cfg, ds_overrides=PARTITION_ALL,
-                                                                 objective_cls=PoisonableObjective)
+    setup, batches, state = setup_training(cfg, ds_overrides=PARTITION_ALL, objective_cls=PoisonableObjective)
+    engines, objective = setup.engines, setup.objective
     # Rank 1's images are NaN in iterations 1, 5 and 6 (samples 2k, 2k+1 of iteration k).
     batches.nan_at = {2, 3, 10, 11, 12, 13} if rank == 1 else set()
     record = []
@@ -202,7 +215,7 @@ def _nonfinite_guard(rank, g_stage, d_stage):
     def run(poison=False):
         objective.poison = poison
         before = snapshot(engines)
-        stats = train_step(engines, objective, batches, lambda b: b["c"], state, cfg, runtime)
+        stats = train_step(setup, batches, state)
         after = snapshot(engines)
         record.append({
             "skips": stats["Health/nonfinite_skips"], "in_a_row": state.nonfinite_in_a_row,

@@ -101,10 +101,10 @@ torch.save({{"img": G(z, c, noise_mode="const"), "training": G.training, "resolu
     assert got["training"] is False and got["requires_grad"] is False and got["resolution"] == 16
 
     # The same images from the network the training loop builds, with the checkpoint's G_ema.
-    from textgan.train.loop import build_nets as loop_build_nets
+    from textgan.train.setup import build_networks
 
     cfg = load_config(str(run_dir / "config.yaml"))
-    G, _ = loop_build_nets(cfg, 128)
+    G, _ = build_networks(cfg, 128)
     G.load_state_dict(checkpoint_weights(run_dir)["G_ema"])
     g = torch.Generator().manual_seed(1)
     z, c = torch.randn(4, G.z_dim, generator=g), torch.randn(4, G.c_dim, generator=g)

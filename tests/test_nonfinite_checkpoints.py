@@ -45,13 +45,14 @@ def streak_worker(rank, world_size, root):
     for arch in ("cgan", "stylegan2"):
         cfg = tiny_cfg(*(CGAN if arch == "cgan" else ["schedule.max_nonfinite_steps=1000"]))
         networks = _tiny_cgan(cfg) if arch == "cgan" else None
-        runtime, engines, objective, batches, state = setup_training(cfg, networks=networks)
+        setup, batches, state = setup_training(cfg, networks=networks)
+        engines, objective = setup.engines, setup.objective
         ckpt_root = os.path.join(root, arch)
 
         def step():
             due = phases_due(cfg, objective, state.batch_idx)
             before = _buffers(engines)
-            stats = train_step(engines, objective, batches, lambda b: b["c"], state, cfg, runtime)
+            stats = train_step(setup, batches, state)
             return {"all_skipped": stats["Health/nonfinite_skips"] == len(due), "reason": state.nonfinite_reason,
                     "before": before, "after": _buffers(engines)}
 

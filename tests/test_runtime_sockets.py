@@ -37,10 +37,9 @@ def _train_and_list_sockets() -> tuple:
     from textgan.train.step import train_step
 
     cfg = tiny_cfg("dist.zero_stage_G=2", "dist.zero_stage_D=2")
-    runtime, engines, objective, batches, state = setup_training(cfg)
-    losses = [floats(train_step(engines, objective, batches, lambda b: b["c"], state, cfg, runtime))
-              for _ in range(2)]
-    return runtime, {
+    setup, batches, state = setup_training(cfg)
+    losses = [floats(train_step(setup, batches, state)) for _ in range(2)]
+    return setup.runtime, {
         "listening": [list(c.laddr)[:2] for c in psutil.Process().net_connections(kind="inet")
                       if c.status == psutil.CONN_LISTEN],
         "finite": all(math.isfinite(v) for step in losses for v in step.values()),  # each rank's own stats

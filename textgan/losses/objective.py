@@ -1,5 +1,11 @@
 """The GAN objective of the four phases (Gmain, Greg, Dmain, Dreg) as named loss tensors.
 
+The training step calls one entry point, as StyleGAN3's loss.accumulate_gradients(phase, ...):
+
+    out = objective.phase_loss(phase, inputs)     # phase: textgan.losses.phases.Phase; inputs: PhaseInputs
+
+which routes to the phase's loss (G_main, G_reg, D_main, D_reg; public, and tested one by one).
+
 The training loop owns the networks, the DeepSpeed engines and every backward/step. It hands the
 objective two callables, as StyleGAN2-ADA's run_G / run_D do:
 
@@ -21,7 +27,12 @@ import torch
 from torch import nn
 
 from textgan.losses.adversarial import check_kind, d_loss_fake, d_loss_real, g_loss
+from textgan.losses.phases import Phase, PhaseInputs, iteration_phases
 from textgan.losses.regularizers import l2_penalty, orthogonal_penalty, path_length_penalty, r1_penalty
+
+
+# Greg's output holds the path length's new running mean under this key; the caller keeps it.
+PL_MEAN_KEY = "Stats/G/pl_mean"
 
 
 def _images(out):
@@ -81,6 +92,23 @@ class GANObjective:
     @property
     def uses_r1(self) -> bool:
         return self.r1_gamma > 0
+
+    def phases(self, G_reg_interval: int, D_reg_interval: int) -> list:
+        """This objective's phases of one iteration, in order (a regularizer with weight 0 has none)."""
+        return iteration_phases(G_reg_interval, D_reg_interval, self.uses_pl, self.uses_r1)
+
+    def phase_loss(self, phase: Phase, inputs: PhaseInputs) -> dict:
+        """The loss dict of one micro-batch of `phase` ("total", "Loss/..", "Stats/.."); the lazy
+        regularizers are scaled by phase.interval. Greg's new path-length mean: out[PL_MEAN_KEY]."""
+        i = inputs
+        if phase.key == ("G", "main"):
+            return self.G_main(i.G_fn, i.D_fn, i.z, i.c if i.c_G is None else i.c_G, c_for_D=i.c,
+                               G_module=i.G_module, pairs=i.pairs, heads=i.heads)
+        if phase.key == ("G", "reg"):
+            return self.G_reg(i.G_fn, i.z, i.c, i.pl_mean, phase.interval, mean_fn=i.mean_fn)[0]
+        if phase.key == ("D", "main"):
+            return self.D_main(i.G_fn, i.D_fn, i.reals, i.c, i.z, D_module=i.D_module, c_G=i.c_G, ids=i.ids)
+        return self.D_reg(i.D_fn, i.reals, i.c, interval=phase.interval)
 
     def run_D(self, D_fn: Callable, img: torch.Tensor, c: torch.Tensor, return_features: bool = False):
         """Augment (if a pipe is set), then D; logits [N] (or (logits, D's pooled features))."""
@@ -178,7 +206,7 @@ class GANObjective:
         stats = {
             "Loss/G/pl": pl.detach(),
             "Stats/G/pl_length": lengths.mean(),
-            "Stats/G/pl_mean": new_pl_mean.detach().reshape(-1)[0],
+            PL_MEAN_KEY: new_pl_mean.detach().reshape(-1)[0],
             "total": total,
         }
         return stats, new_pl_mean

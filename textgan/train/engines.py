@@ -66,12 +66,15 @@ def lazy_reg_ratio(cfg, side: str) -> float:
     return interval / (interval + 1)
 
 
-def ds_config(cfg, engine: str, world_size: int, device_type: str = "cpu", overrides: Optional[dict] = None) -> dict:
+def ds_config(cfg, engine: str, world_size: int, device_type: str = "cpu", overrides: Optional[dict] = None,
+              accum: Optional[int] = None) -> dict:
     """The DeepSpeed config dict of engine "G" or "D" (a fresh dict per call: engines must not share one).
 
     batch: train_batch_size = schedule.batch_size = batch_gpu x world_size x gradient_accumulation_steps
-    (UsageError when it does not divide). zero_optimization.stage from dist.zero_stage_G / _D; small
-    buckets on the CPU. Precision from dist.precision. gradient_clipping from loss.grad_clip (0: off).
+    (UsageError when it does not divide). accum: the gradient_accumulation_steps when the caller has
+    checked the world already (build_engines does, once for both engines); None: checked here.
+    zero_optimization.stage from dist.zero_stage_G / _D; small buckets on the CPU. Precision from
+    dist.precision. gradient_clipping from loss.grad_clip (0: off).
     No "optimizer" block: build_engines passes a client optimizer. `overrides` is merged in last
     (nested dicts merge key by key), e.g. {"zero_optimization": {"stage3_param_persistence_threshold": 0}}."""
     if engine not in ("G", "D"):
@@ -90,7 +93,7 @@ def ds_config(cfg, engine: str, world_size: int, device_type: str = "cpu", overr
     config = {
         "train_batch_size": int(cfg.schedule.batch_size),
         "train_micro_batch_size_per_gpu": int(cfg.schedule.batch_gpu),
-        "gradient_accumulation_steps": check_world(cfg, world_size),
+        "gradient_accumulation_steps": check_world(cfg, world_size) if accum is None else int(accum),
         "zero_optimization": zero,
         "bf16": {"enabled": precision == "bf16"},
         "fp16": {"enabled": precision == "fp16"},
@@ -205,7 +208,7 @@ def build_engines(G: nn.Module, D: nn.Module, cfg, runtime, ds_overrides: Option
     for side, module, lr in (("G", G, cfg.optim.G_lr), ("D", D, cfg.optim.D_lr)):
         ratio = lazy_reg_ratio(cfg, side)
         optimizer = _adam(module.parameters(), lr, cfg, ratio)
-        config = ds_config(cfg, side, runtime.world_size, runtime.device.type, ds_overrides)
+        config = ds_config(cfg, side, runtime.world_size, runtime.device.type, ds_overrides, accum=accum)
         engine, *_ = deepspeed.initialize(model=module, optimizer=optimizer, config=config, dist_init_required=False)
         _load_weights_only(engine)
         built[side] = (engine, optimizer, float(lr) * ratio, config["zero_optimization"]["stage"])

@@ -14,18 +14,13 @@ import time
 import torch
 
 from textgan.augment.ada import AugmentPipe
-from textgan.augment import build_augment
 from textgan.data.loading.loader import eval_loader, train_loader
-from textgan.data.manifest import load_manifest
-from textgan.losses.objective import GANObjective
-from textgan.nets import build_networks_from_config as build_nets
-from textgan.train.checkpoint import checkpoint_tag, find_latest, load_checkpoint, load_weights, save_checkpoint
-from textgan.train.contrastive_setup import build_contrastive
-from textgan.train.engines import build_engines
+from textgan.train.checkpoint import checkpoint_tag, find_latest, load_checkpoint, save_checkpoint
 from textgan.train.grids import fixed_grid_inputs, save_grid
 from textgan.train.periodic_metrics import PeriodicMetrics
 from textgan.train.rundir import config_hash, write_run_info
 from textgan.train.schedules import apply_lr, lr_multiplier
+from textgan.train.setup import build_training
 from textgan.train.stats import StatsCollector, StatsWriter
 from textgan.train.step import TrainState, train_step
 from textgan.train.text import TextConditioner
@@ -65,23 +60,10 @@ def _train(cfg, runtime, run_dir, resume, init_from, argv, stop_requested, opene
     attempt_start, elapsed_before = time.time(), 0.0  # elapsed_before: earlier attempts' time (checkpoint)
     warnings_from = warning_mark()  # run.json records the warnings given while this run is built
     torch.set_num_threads(threads_per_rank(cfg, runtime))
-    runtime.seed_everything(cfg.seed)
-    manifest = load_manifest(cfg.data.shards)
-    text = TextConditioner(cfg.text_encoder, manifest, runtime.device)
-    G, D = build_nets(cfg, text.dim)
-    if init_from:
-        weights = load_weights(init_from)
-        G.load_state_dict(weights["G"])
-        D.load_state_dict(weights["D"])
-    augment = build_augment(cfg.augment)
-    augment = augment.to(runtime.device) if augment is not None else None
-    contrastive, real_source = build_contrastive(cfg, text, manifest, runtime)
-    objective = GANObjective(cfg.loss, augment, contrastive)
-    engines = build_engines(G, D, cfg, runtime)
+    setup = build_training(cfg, runtime, init_from=init_from)  # seeds with cfg.seed first
+    engines, text, augment = setup.engines, setup.text, setup.augment
     metrics = PeriodicMetrics(cfg, runtime, run_dir, log)
     metrics.prepare()  # leakage and missing weights stop the run here, before any training
-    if init_from:
-        engines.G_ema.load_state_dict(weights["G_ema"])
     loader = train_loader(cfg.data.shards, cfg.schedule.batch_gpu, rank=runtime.rank, world_size=runtime.world_size,
                           seed=cfg.seed, num_workers=cfg.data.num_workers, max_skip_rate=cfg.data.max_skip_rate)
     opened.callback(loader.close)
@@ -145,7 +127,7 @@ def _train(cfg, runtime, run_dir, resume, init_from, argv, stop_requested, opene
                                    cfg.optim.warmup_kimg)
         apply_lr(engines.G_opt, engines.G_base_lr, multiplier)
         apply_lr(engines.D_opt, engines.D_base_lr, multiplier)
-        step_stats = train_step(engines, objective, batch_iter, text, state, cfg, runtime, real_source)
+        step_stats = train_step(setup, batch_iter, state)
         for name, value in step_stats.items():
             collector.report(name, value)
         if isinstance(augment, AugmentPipe) and state.batch_idx % cfg.augment.ada_interval == 0:

@@ -1,9 +1,12 @@
 """One training iteration: the four phases of StyleGAN2-ADA on the two DeepSpeed engines.
 
+    setup = build_training(cfg, runtime)          # textgan.train.setup
     state = TrainState()
-    stats = train_step(engines, objective, batch_iter, c_encoder, state, cfg, runtime)
+    stats = train_step(setup, batch_iter, state)
 
-Order: Gmain, Greg (every G_reg_interval iterations), Dmain, Dreg (every D_reg_interval), then G_ema.
+Order: Gmain, Greg (every G_reg_interval iterations), Dmain, Dreg (every D_reg_interval), then G_ema;
+the phases are declared once (textgan.losses.phases) and each micro-batch of a phase is one call of
+objective.phase_loss(phase, inputs).
 Each phase runs exactly `engines.accum` micro-batches, each with engine.backward() and engine.step():
 DeepSpeed counts micro-steps per engine and applies the optimizer on the last one, so a phase that
 did fewer would shift every later boundary. The iteration fetches `accum` micro-batches of reals
@@ -32,6 +35,8 @@ from dataclasses import asdict, dataclass
 import torch
 
 from textgan.losses.contrastive_terms import noisy_condition
+from textgan.losses.objective import PL_MEAN_KEY
+from textgan.losses.phases import Phase, PhaseInputs
 from textgan.nets import mix_styles
 from textgan.train.ema import ema_beta
 from textgan.train.engines import frozen, keep_gathered, sync_buffers, update_ema
@@ -66,15 +71,10 @@ class TrainState:
 
 
 def phases_due(cfg, objective, batch_idx: int) -> list:
-    """The phases of iteration `batch_idx` (a regularization phase runs when batch_idx % interval == 0,
+    """The Phases of iteration `batch_idx` (a regularization phase runs when batch_idx % interval == 0,
     so the very first iteration has all four; interval 0 or a zero weight disables it)."""
-    phases = ["Gmain"]
-    if objective.uses_pl and cfg.schedule.G_reg_interval >= 1 and batch_idx % cfg.schedule.G_reg_interval == 0:
-        phases.append("Greg")
-    phases.append("Dmain")
-    if objective.uses_r1 and cfg.schedule.D_reg_interval >= 1 and batch_idx % cfg.schedule.D_reg_interval == 0:
-        phases.append("Dreg")
-    return phases
+    phases = objective.phases(cfg.schedule.G_reg_interval, cfg.schedule.D_reg_interval)
+    return [phase for phase in phases if phase.due(batch_idx)]
 
 
 def _nonfinite_terms(out: dict) -> list:
@@ -89,9 +89,9 @@ def _nonfinite_terms(out: dict) -> list:
 class _Phase:
     """Runs one phase's micro-batches on its engine and decides, across ranks, whether to apply it."""
 
-    def __init__(self, name, engines, runtime):
-        self.name = name
-        side = name[0]
+    def __init__(self, phase: Phase, engines, runtime):
+        self.name = phase.name
+        side = phase.network
         self.engine = engines.G if side == "G" else engines.D
         self.opt = engines.G_opt if side == "G" else engines.D_opt
         self.watch = engines.G_watch if side == "G" else engines.D_watch
@@ -187,72 +187,84 @@ def generator_fn(G_module, style_mixing_prob: float, update_w_avg: bool = False)
     return G_fn
 
 
-def _phase_context(name: str, engines, weight_penalties: bool) -> contextlib.ExitStack:
+def _phase_context(phase: Phase, engines, weight_penalties: bool) -> contextlib.ExitStack:
     """What must hold around a phase's forward and backward (not its step): D frozen in the G
     phases; on ZeRO-3 the network kept gathered where a loss differentiates twice or reads weights."""
     stack = contextlib.ExitStack()
-    if name in ("Gmain", "Greg"):
+    if phase.network == "G":
         stack.enter_context(frozen(engines.D.module))
-    if name == "Greg" or (name == "Gmain" and weight_penalties):
-        stack.enter_context(keep_gathered(engines.G.module, engines.G_stage))
-    if name == "Dreg" or (name == "Dmain" and weight_penalties):
-        stack.enter_context(keep_gathered(engines.D.module, engines.D_stage))
+    if phase.kind == "reg" or weight_penalties:
+        if phase.network == "G":
+            stack.enter_context(keep_gathered(engines.G.module, engines.G_stage))
+        else:
+            stack.enter_context(keep_gathered(engines.D.module, engines.D_stage))
     return stack
 
 
-def train_step(engines, objective, batch_iter, c_encoder, state: TrainState, cfg, runtime, real_source=None) -> dict:
-    """One iteration. batch_iter yields loader batches (dicts with "image" [batch_gpu, C, R, R] in
-    [-1, 1]); c_encoder(batch) -> c [batch_gpu, c_dim] (the text embedding; c_encoder.alt(batch)
-    embeds the other captions when contrastive terms want them); real_source: the contrastive terms'
-    real-image features (textgan.train.contrastive_setup), None without them. Mutates `state`
+class _Calls:
+    """How each phase calls the networks (why: the module docstring and textgan/train/engines.py)."""
+
+    def __init__(self, engines, cfg, runtime):
+        self.G_module, self.D_module, self.D_engine = engines.G.module, engines.D.module, engines.D
+        mixing = float(cfg.loss.style_mixing_prob)
+        self.G_fn = generator_fn(self.G_module, mixing)
+        self.G_fn_main = generator_fn(self.G_module, mixing, update_w_avg=True)  # w_avg follows Gmain's latents
+        self.heads = getattr(self.D_module, "contrastive", None)
+        self.text_noise = float(cfg.contrastive.text_noise)
+        self.mean_fn = runtime.all_reduce_mean
+
+    def inputs(self, phase: Phase, mb: MicroBatch, z, pl_mean) -> PhaseInputs:
+        """One micro-batch's PhaseInputs. Text noise is drawn here, only by the phases that use it."""
+        inputs = PhaseInputs(G_fn=self.G_fn, D_fn=self.D_module, z=z, c=mb.c, reals=mb.reals, ids=mb.ids,
+                             heads=self.heads, G_module=self.G_module, D_module=self.D_module, pl_mean=pl_mean,
+                             mean_fn=self.mean_fn)
+        if phase.key == ("G", "main"):
+            inputs.c_G, inputs.c, inputs.pairs = mb.generator_inputs(self.text_noise)
+            inputs.G_fn = self.G_fn_main
+        elif phase.key == ("D", "main"):
+            inputs.D_fn = self.D_engine  # the one phase that runs D through its engine
+            inputs.c_G = noisy_condition(mb.c, self.text_noise) if self.text_noise > 0 else None
+        return inputs
+
+
+def train_step(setup, batch_iter, state: TrainState) -> dict:
+    """One iteration. setup: what textgan.train.setup.build_training returns (cfg, runtime, engines,
+    objective, c_encoder, real_source). batch_iter yields loader batches (dicts with "image"
+    [batch_gpu, C, R, R] in [-1, 1]); setup.c_encoder(batch) -> c [batch_gpu, c_dim] (the text
+    embedding; c_encoder.alt(batch) embeds the other captions when contrastive terms want them);
+    setup.real_source: the contrastive terms' real-image features, None without them. Mutates `state`
     (cur_nimg += batch_size, batch_idx += 1, pl_mean, non-finite counters) and returns this rank's
     stats: {"Loss/..": tensor, "Stats/..": tensor} averaged over the micro-batches of the phases that
     were applied, plus "Health/nonfinite_skips" (phases skipped now)."""
+    cfg, runtime, engines, objective = setup.cfg, setup.runtime, setup.engines, setup.objective
     device, dtype = runtime.device, engines.dtype
     batch_gpu = cfg.schedule.batch_gpu
     G_module, D_module = engines.G.module, engines.D.module
-    terms = objective.contrastive
-    micro = [MicroBatch(next(batch_iter), c_encoder, device, dtype, terms, real_source) for _ in range(engines.accum)]
-    text_noise = float(cfg.contrastive.text_noise)
-    heads = getattr(D_module, "contrastive", None)
-
-    mixing = float(cfg.loss.style_mixing_prob)
-    G_fn = generator_fn(G_module, mixing)
-    G_fn_main = generator_fn(G_module, mixing, update_w_avg=True)  # w_avg follows Gmain's latents
+    micro = [MicroBatch(next(batch_iter), setup.c_encoder, device, dtype, objective.contrastive, setup.real_source)
+             for _ in range(engines.accum)]
+    calls = _Calls(engines, cfg, runtime)
 
     penalties = cfg.loss.ortho_reg > 0 or cfg.loss.weight_decay > 0
     stats, reasons, skipped = {}, [], 0
-    for name in phases_due(cfg, objective, state.batch_idx):
+    for phase in phases_due(cfg, objective, state.batch_idx):
         # All latents of a phase in one draw: the same numbers whatever the accumulation split.
         zs = torch.randn([engines.accum * batch_gpu, G_module.z_dim], device=device).to(dtype).split(batch_gpu)
-        phase = _Phase(name, engines, runtime)
+        run = _Phase(phase, engines, runtime)
         pl_mean_before = state.pl_mean
         for i, (mb, z) in enumerate(zip(micro, zs)):
-            reals, c = mb.reals, mb.c
-            with _phase_context(name, engines, penalties):
-                if name == "Gmain":
-                    c_G, c_D, pairs = mb.generator_inputs(text_noise)
-                    out = objective.G_main(G_fn_main, D_module, z, c_G, c_for_D=c_D, G_module=G_module,
-                                           pairs=pairs, heads=heads)
-                elif name == "Greg":
-                    out, new_pl_mean = objective.G_reg(G_fn, z, c, state.pl_mean, cfg.schedule.G_reg_interval,
-                                                       mean_fn=runtime.all_reduce_mean)
-                    state.pl_mean = float(new_pl_mean.reshape(-1)[0])
-                elif name == "Dmain":
-                    out = objective.D_main(G_fn, engines.D, reals, c, z, D_module=D_module,
-                                           c_G=noisy_condition(c, text_noise) if text_noise > 0 else None,
-                                           ids=mb.ids)
-                else:
-                    out = objective.D_reg(D_module, reals, c, interval=cfg.schedule.D_reg_interval)
-                phase.backward(out)
-            phase.step(i)
-        if phase.skipped:
-            phase.restore_buffers()
+            with _phase_context(phase, engines, penalties):
+                out = objective.phase_loss(phase, calls.inputs(phase, mb, z, state.pl_mean))
+                if phase.key == ("G", "reg"):
+                    state.pl_mean = float(out[PL_MEAN_KEY])
+                run.backward(out)
+            run.step(i)
+        if run.skipped:
+            run.restore_buffers()
             skipped += 1
-            reasons.append(phase.reason)
+            reasons.append(run.reason)
             state.pl_mean = pl_mean_before  # a non-finite length must not poison the running mean
         else:
-            stats.update(phase.summary())
+            stats.update(run.summary())
 
     # Buffers (w_avg) follow rank 0 on every rank, then G_ema follows G.
     sync_buffers(G_module, runtime)
