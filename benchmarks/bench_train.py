@@ -23,8 +23,9 @@ from harness import Result
 STAGES = [0, 1, 2, 3]
 # The base model: the contrastive terms (on in the demo recipe) have their own benchmark.
 BASE_MODEL = ["contrastive.C_it=0", "contrastive.C_ii=0"]
-# StyleGAN2's path-length weight: the demo turns the Greg phase off, the comparison wants all four phases.
-ZERO_OVERRIDES = ["loss.pl_weight=2", *BASE_MODEL]
+# The ZeRO comparison wants all four phases: StyleGAN2 (the COCO recipes' architecture) at the demo's size,
+# with its path-length phase (the demo's cGAN has no styles, so no Greg, and the config refuses pl_weight there).
+ZERO_OVERRIDES = ["model.arch=stylegan2", "loss.pl_weight=2", *BASE_MODEL]
 # 2 cores: the trainer computes on one, the loader decodes on the other (the demo's data.num_workers).
 STALL_WORKERS = 1
 STALL_THREADS = 1
@@ -56,15 +57,15 @@ def zero_results(quick: bool, shards: str) -> list:
     sec = {int(s): statistics.median(v) for s, v in r0["seconds"].items()}
     mem = [{int(s): m for s, m in r["memory"].items()} for r in ranks]
     batch = f"batch {r0['batch_size']} = 2 ranks x batch_gpu {r0['batch_size'] // 2 // r0['accum']}"
-    timing = [Result(f"train/zero{s}", f"seconds per iteration at ZeRO {s} over ZeRO 0; world 2, demo nets, {batch}",
+    timing = [Result(f"train/zero{s}", f"seconds per iteration at ZeRO {s} over ZeRO 0; world 2, StyleGAN2 32 px, {batch}",
                      "ZeRO 0", f"ZeRO {s}", sec[0], sec[s], "s/iter") for s in STAGES[1:]]
     timing[0].notes.append(
-        f"train/zero: 2 processes (gloo, CPU, fp32, 1 torch thread each), the demo's networks at 32 px "
+        f"train/zero: 2 processes (gloo, CPU, fp32, 1 torch thread each), StyleGAN2 at the demo's size, 32 px "
         f"({mem[0][0]['numel'] / 1e6:.2f}M parameters in G and D). One engine set per stage (identical seeded "
         f"nets) lives in the same two processes; they are timed in turn, {sizes['window']} iterations per window "
         f"after {sizes['warmup']} warm-up iterations, {sizes['repeats']} round(s) with the stage order rotated "
-        f"each round, medians. All four phases run: Gmain, Greg every 4 (loss.pl_weight=2; the demo itself has "
-        f"pl_weight 0), Dmain, Dreg every 16. ZeRO 3 runs with stage3_param_persistence_threshold=0: the demo's "
+        f"each round, medians. All four phases run: Gmain, Greg every 4 (model.arch=stylegan2, loss.pl_weight=2; "
+        f"the demo itself trains the cGAN, which has no Greg), Dmain, Dreg every 16. ZeRO 3 runs with stage3_param_persistence_threshold=0: the demo's "
         f"layers are all below DeepSpeed's default (1e5 elements), which would keep every parameter whole.")
 
     adam = [Result(f"train/optimizer_bytes{s}", f"Adam state (exp_avg + exp_avg_sq of G and D) held by one rank "
