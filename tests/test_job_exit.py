@@ -69,7 +69,7 @@ def test_a_skip_rate_error_on_one_of_two_ranks_ends_the_whole_job_within_seconds
 
     assert code == 1, job.stdout[-2000:] + job.stderr[-2000:]
     # every rank's reason is listed, so the root cause shows even when rank 0 only lost its peer
-    assert re.search(r"rank [01]: textgan\.data\.skip_alarm\.SkipRateExceeded: at least \d+ of the 128 samples .* "
+    assert re.search(r"rank [01]: textgan\.data\.loading\.skip_alarm\.SkipRateExceeded: at least \d+ of the 128 samples .* "
                      r"max_skip_rate=0\.05", job.stderr), job.stderr[-2000:]
     assert re.findall(r"^  rank (\d): ", job.stderr, re.M) == ["0", "1"]
     assert job.leftovers(grace=10) == []
