@@ -59,17 +59,20 @@ def write_export(path, arch):
     return str(path)
 
 
-def write_run(run_dir, arch):
-    """A run directory as training leaves it: config.yaml and one complete checkpoint (same G_ema as write_export)."""
-    cfg = tiny_config(arch)
+def write_run(run_dir, cfg, best=None):
+    """A run directory as training leaves it: config.yaml and one complete checkpoint (the G_ema of write_export
+    for the same config), and with `best` the same checkpoint as RUN/best/<best>."""
     G_state, D_state = fresh_G_state(cfg)
-    ckpt = run_dir / "checkpoints" / "000000.016"
-    ckpt.mkdir(parents=True)
+    (run_dir / "checkpoints").mkdir(parents=True)
     (run_dir / "config.yaml").write_text(to_yaml(cfg))
-    torch.save({"G": G_state, "D": D_state, "G_ema": G_state}, ckpt / WEIGHTS_FILE)
-    torch.save({"state": {"cur_nimg": 16, "tick": 1}}, ckpt / "client_state.pt")
-    (ckpt / COMPLETE).write_text(json.dumps({"format": CHECKPOINT_FORMAT, "tag": "000000.016", "serial": 1,
-                                             "finite": True}))
+    places = [(run_dir / "checkpoints" / "000000.016", "000000.016")]
+    places += [(run_dir / "best" / best, best)] if best else []
+    for ckpt, tag in places:
+        ckpt.mkdir(parents=True)
+        torch.save({"G": G_state, "D": D_state, "G_ema": G_state}, ckpt / WEIGHTS_FILE)
+        torch.save({"state": {"cur_nimg": 16, "tick": 1}}, ckpt / "client_state.pt")
+        (ckpt / COMPLETE).write_text(json.dumps({"format": CHECKPOINT_FORMAT, "tag": tag, "serial": 1,
+                                                 "finite": True}))
     return run_dir
 
 
@@ -77,7 +80,7 @@ def write_run(run_dir, arch):
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     return {"stylegan2": write_export(root / "sg2.pt", "stylegan2"), "cgan": write_export(root / "cgan.pt", "cgan"),
-            "run": str(write_run(root / "00003-tiny", "stylegan2"))}
+            "run": str(write_run(root / "00003-tiny", tiny_config("stylegan2")))}
 
 
 @pytest.fixture(scope="module")
@@ -308,3 +311,44 @@ def test_device_cuda_without_cuda_exits_2(files, tmp_path, capsys):
     code = cli.main(["generate", files["cgan"], "--prompt", RED, "--device", "cuda", "--outdir", str(tmp_path / "o")])
     assert code == 2 and "CUDA is not available on this machine" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------------- the README's commands
+
+
+def readme_generate_block() -> list:
+    """The lines of the bash block of the README's "Generating images" section, comments dropped."""
+    import re
+
+    with open(os.path.join(ROOT, "README.md")) as f:
+        section = f.read().split("## Generating images", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
+    return [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
+
+
+@pytest.mark.slow
+def test_the_readme_generate_commands_run_as_printed(tmp_path):
+    """In a folder holding what the README assumes (the demo's run with its best checkpoint, and a second demo
+    run trained as StyleGAN2; fresh weights stand in for trained ones), every line runs as printed."""
+    import shlex
+
+    demo = os.path.join(ROOT, "configs", "demo.yaml")
+    runs = {"00000-demo": load_config(demo, ["desc=demo"]),
+            "00001-demo": load_config(demo, ["desc=demo", "model.arch=stylegan2"])}
+    for name, cfg in runs.items():
+        write_run(tmp_path / "runs" / name, cfg, best="shapes_alignment")
+    lines = readme_generate_block()
+    assert sum(line.startswith("textgan generate ") for line in lines) >= 5
+    for line in lines:
+        if line.startswith("textgan "):  # this checkout's textgan, as the installed entry point would run it
+            argv = [sys.executable, "-m", "textgan", *shlex.split(line, comments=True)[1:]]
+            proc = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                                  env=dict(os.environ, PYTHONPATH=ROOT))
+        else:
+            proc = subprocess.run(["bash", "-c", line], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+        assert proc.returncode == 0, (line, proc.stderr[-3000:])
+    generated = sorted(os.listdir(tmp_path / "generated"))
+    assert generated == ["00000-demo", "00001-demo", "00002-demo", "00003-demo", "00004-demo"]
+    first = json.loads((tmp_path / "generated" / "00000-demo" / "generation.json").read_text())
+    assert first["seeds"] == list(range(8)) and first["grid"] == "grid.png"
+    assert sorted(os.listdir(tmp_path / "samples")) == ["00000-demo"]
