@@ -306,6 +306,13 @@ def test_bad_input_exits_2_naming_the_fix_and_writes_nothing(files, tmp_path, ca
     assert sorted(os.listdir(tmp_path)) == before  # no out/ folder, nothing else
 
 
+def test_an_outdir_that_is_a_file_exits_2(files, tmp_path, capsys):
+    (tmp_path / "taken").write_text("a file\n")
+    assert textgan_generate(files["cgan"], "--prompt", RED, "--outdir", tmp_path / "taken") == 2
+    assert "is a file; give a directory" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["taken"] and (tmp_path / "taken").read_text() == "a file\n"
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_device_cuda_without_cuda_exits_2(files, tmp_path, capsys):
     code = cli.main(["generate", files["cgan"], "--prompt", RED, "--device", "cuda", "--outdir", str(tmp_path / "o")])

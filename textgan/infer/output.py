@@ -21,6 +21,7 @@ from PIL import Image
 
 import textgan
 from textgan.atomic import write_bytes_atomic, write_text_atomic
+from textgan.errors import UsageError
 from textgan.train.grids import save_grid
 from textgan.train.rundir import code_version, create_run_dir, run_warnings
 
@@ -50,7 +51,12 @@ def save_png(path: str, pixels) -> None:
 
 def create_folder(outdir: str, model) -> str:
     """A new `outdir/{id:05d}-{desc}` named after the model's run (its config's desc)."""
-    return create_run_dir(outdir, str(model.cfg.desc) or "generate")
+    if os.path.exists(outdir) and not os.path.isdir(outdir):
+        raise UsageError(f"--outdir {outdir} is a file; give a directory (it is created if missing)")
+    try:
+        return create_run_dir(outdir, str(model.cfg.desc) or "generate")
+    except OSError as e:
+        raise UsageError(f"--outdir {outdir}: cannot create the result folder there ({e})") from e
 
 
 def save_grid_of(folder: str, samples: Sequence, ncol: int) -> str:
