@@ -53,9 +53,9 @@ class Model:
     """What generation needs of a trained run. `sha256` identifies `weights_file` (a checkpoint's
     weights.pt or the exported file), so a result can name exactly the weights that made it."""
 
-    G: torch.nn.Module  # G_ema, eval mode, frozen
-    cfg: object  # the run's resolved config (TrainConfig)
-    tower: torch.nn.Module  # the ClipTower of cfg.text_encoder, built as training built it
+    G: torch.nn.Module = field(repr=False)  # G_ema, eval mode, frozen
+    cfg: object = field(repr=False)  # the run's resolved config (TrainConfig)
+    tower: torch.nn.Module = field(repr=False)  # the ClipTower of cfg.text_encoder, built as training built it
     path: str  # what was loaded, as given
     weights_file: str
     sha256: str
