@@ -9,7 +9,8 @@ inside functions), so that a backward import fails here rather than in review:
 - no module imports another module's private (underscore) name;
 - data/ imports no room above it, and its rooms follow the flow: sources know nothing of building or
   loading, building and loading know nothing of each other;
-- augment/ (what D sees) imports only the data it decodes and errors.
+- augment/ (what D sees) imports only the data it decodes and errors;
+- train/ and infer/ import nothing from launch/ (a notebook generates without the launcher).
 """
 
 import ast
@@ -87,7 +88,7 @@ def test_no_module_imports_a_private_name_of_another():
 
 
 ABOVE_DATA = ("textgan.nets", "textgan.losses", "textgan.augment", "textgan.train", "textgan.metrics",
-              "textgan.launch", "textgan.config", "textgan.runtime", "textgan.export", "textgan.cli")
+              "textgan.launch", "textgan.config", "textgan.runtime", "textgan.export", "textgan.cli", "textgan.infer")
 
 
 def _in_room(prefix: str) -> list:
@@ -118,5 +119,14 @@ def test_augment_imports_only_data_and_errors():
 def test_training_imports_nothing_from_the_launch_room_above_it():
     """textgan/launch builds and submits jobs around textgan/train; the job itself never needs the launcher."""
     importers = sorted(path for path in MODULES if path.startswith("train" + os.sep)
+                       if any(m == "textgan.launch" or m.startswith("textgan.launch.") for m in _textgan_imports(path)))
+    assert importers == []
+
+
+def test_inference_imports_nothing_from_the_launch_room():
+    """textgan/infer is used from notebooks: loading a model and generating never need the job launcher."""
+    paths = _in_room("infer" + os.sep)
+    assert paths
+    importers = sorted(path for path in paths
                        if any(m == "textgan.launch" or m.startswith("textgan.launch.") for m in _textgan_imports(path)))
     assert importers == []

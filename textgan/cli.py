@@ -2,7 +2,7 @@
 
 Subcommands delegate to the module that owns the capability, imported only once chosen: this file only
 routes, so `textgan --help` and `textgan <command> --help` never load torch. A module exposes
-main(argv, prog) -> int and builds its parser without torch. Later commands (generate, search, monitor)
+main(argv, prog) -> int and builds its parser without torch. Later commands (search, monitor)
 are one more SUBCOMMANDS entry each.
 """
 
@@ -20,6 +20,8 @@ SUBCOMMANDS = {
                                          "(= python shards/build.py)"),
     "export": ("textgan.export_cli", "write a run's G_ema and config as a standalone file (no DeepSpeed needed)"),
     "eval": ("textgan.eval_cli", "measure FID/KID/IS, CLIP score, diversity or shapes alignment of a run's G_ema"),
+    "generate": ("textgan.infer.generate_cmd", "images of prompts x seeds from a run, checkpoint or exported file "
+                                               "(PNGs, grid, generation.json)"),
 }
 
 

@@ -206,7 +206,12 @@ def read_export(path: str) -> dict:
 def load_generator(path: str, device="cpu"):
     """(G_ema in eval mode with frozen parameters, on `device`; the run's config) from an exported file.
     Rebuilds the network from the stored config and loads the weights strictly."""
-    data = read_export(path)
-    cfg = config_from_yaml(data["config"], path)
-    G = _generator(cfg, int(data["c_dim"]), data["G_ema"], path)
+    return generator_from_export(read_export(path), path, device)
+
+
+def generator_from_export(data: dict, where: str, device="cpu"):
+    """load_generator for content already read with read_export (`where`: its path, for messages), so
+    that a caller who also wants kimg/tick/text_encoder reads the file once."""
+    cfg = config_from_yaml(data["config"], where)
+    G = _generator(cfg, int(data["c_dim"]), data["G_ema"], where)
     return G.to(device), cfg

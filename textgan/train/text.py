@@ -19,13 +19,26 @@ from textgan.errors import UsageError
 RANDOM_TOWER_SEED = 0  # random-weight towers must be identical on every rank and after a resume
 
 
+def load_text_tower(te_cfg, device):
+    """The frozen ClipTower of a config's text_encoder section: the one way to build it, so that training,
+    evaluation and generation (textgan.infer) embed a caption with the very same weights.
+
+    Seeded under a forked RNG: random weights (the demo) are then the same on every rank, every attempt
+    and in every later process that loads the run, and the caller's RNG streams are left untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_TOWER_SEED)
+        return load_clip(te_cfg.model, te_cfg.pretrained, allow_random=te_cfg.random_weights, device=device)
+
+
+def embed_texts(tower, captions) -> torch.Tensor:
+    """[N, dim] L2-normalized fp32 embeddings of `captions`, computed in one forward pass (on the CPU
+    the last bits depend on which captions share it: see the module docstring)."""
+    return F.normalize(tower.encode_texts(list(captions)).float(), dim=1)
+
+
 class TextConditioner:
     def __init__(self, te_cfg, manifest: dict, device):
-        # Seeded under a forked RNG: random weights (the demo) are then the same on every rank and
-        # every attempt, and the training RNG streams are left untouched.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(RANDOM_TOWER_SEED)
-            self.tower = load_clip(te_cfg.model, te_cfg.pretrained, allow_random=te_cfg.random_weights, device=device)
+        self.tower = load_text_tower(te_cfg, device)
         self.dim = self.tower.dim
         self.device = device
         shard_features = (manifest.get("settings") or {}).get("features") or {}
@@ -45,7 +58,7 @@ class TextConditioner:
     def encode(self, captions) -> torch.Tensor:
         """[N, dim] normalized embeddings on the conditioner's device."""
         unique = list(dict.fromkeys(captions))  # order of first appearance: deterministic per batch
-        embeddings = F.normalize(self.tower.encode_texts(unique).float(), dim=1)
+        embeddings = embed_texts(self.tower, unique)
         index = {caption: i for i, caption in enumerate(unique)}
         return embeddings[[index[c] for c in captions]].to(self.device)
 
