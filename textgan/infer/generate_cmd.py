@@ -66,8 +66,8 @@ def run(args, prompts, seeds, command) -> tuple:
 
     from textgan.infer.generation import check_truncation, iter_generate
     from textgan.infer.model import load_model
-    from textgan.infer.output import (
-        create_folder, generation_record, image_name, save_grid_of, save_png, write_record)
+    from textgan.infer.output import create_folder, generation_record, image_name, save_grid_of, write_record
+    from textgan.train.grids import save_png
 
     model = load_model(args.model, device=args.device)
     check_truncation(model, args.trunc, args.trunc_cutoff, args.centre)

@@ -9,7 +9,6 @@ generation.json records the model (path, weights file, sha256), every prompt and
 settings, the device and the image paths (relative to the folder, so that it can be moved).
 """
 
-import io
 import json
 import os
 import re
@@ -17,10 +16,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
 import textgan
-from textgan.atomic import write_bytes_atomic, write_text_atomic
+from textgan.atomic import write_text_atomic
 from textgan.errors import UsageError
 from textgan.train.grids import save_grid
 from textgan.train.rundir import code_version, create_run_dir, run_warnings
@@ -40,13 +38,6 @@ def slug(prompt: str) -> str:
 def image_name(prompt_index: int, prompt: str, seed: int) -> str:
     """PNG name of a sample; the prompt's index keeps two prompts with the same slug apart."""
     return f"{prompt_index:03d}-{slug(prompt)}-seed{seed:04d}.png"
-
-
-def save_png(path: str, pixels) -> None:
-    """uint8 [H, W, 3] as a PNG, atomically (a viewer never sees half a file)."""
-    png = io.BytesIO()
-    Image.fromarray(pixels).save(png, format="PNG")
-    write_bytes_atomic(path, png.getvalue(), tmp=f"{path}.tmp{os.getpid()}")
 
 
 def create_folder(outdir: str, model) -> str:

@@ -150,10 +150,15 @@ def save_grid(images, captions: Optional[Sequence[str]], path: str, ncol: int,
     """Write the grid to `path` as PNG (atomically: a viewer never sees half a file) and return it
     as uint8 [H, W, 3] for StatsWriter.add_image_grid."""
     grid, _ = render_grid(images, captions, ncol, zoom)
-    png = io.BytesIO()
-    Image.fromarray(grid).save(png, format="PNG")
-    write_bytes_atomic(path, png.getvalue(), tmp=f"{path}.tmp{os.getpid()}")
+    save_png(path, grid)
     return grid
+
+
+def save_png(path: str, pixels: np.ndarray) -> None:
+    """uint8 [H, W, 3] as a PNG, atomically (a viewer never sees half a file)."""
+    png = io.BytesIO()
+    Image.fromarray(pixels).save(png, format="PNG")
+    write_bytes_atomic(path, png.getvalue(), tmp=f"{path}.tmp{os.getpid()}")
 
 
 def fixed_grid_inputs(captions: Sequence[str], z_dim: int, n: int, seed: int) -> Tuple[torch.Tensor, List[str]]:
