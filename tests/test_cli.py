@@ -25,6 +25,8 @@ HELPS = {
     ("export",): "usage: textgan export [-h] --out FILE.pt RUN_OR_CHECKPOINT",
     ("eval",): "usage: textgan eval [-h] [--metrics METRICS]",
     ("generate",): "usage: textgan generate [-h] [--prompt TEXT | --prompts FILE]",
+    ("search",): "usage: textgan search [-h] [--prompt TEXT | --prompts FILE]",
+    ("search", "collect"): "usage: textgan search collect [-h] FOLDER",
 }
 
 PROBE = """
@@ -63,7 +65,7 @@ def test_the_top_level_help_lists_every_command():
     out = textgan("--help").stdout
     listed = [line.split()[0] for line in out.split("commands:")[1].splitlines()[2:] if line.startswith("    ")
               and not line.startswith("     ")]
-    assert listed == list(SUBCOMMANDS) == ["train", "sweep", "shards", "export", "eval", "generate"]
+    assert listed == list(SUBCOMMANDS) == ["train", "sweep", "shards", "export", "eval", "generate", "search"]
 
 
 @pytest.mark.parametrize("module", [["-m", "textgan"], ["-m", "textgan.cli"]])
@@ -74,9 +76,9 @@ def test_version(module):
 
 @pytest.mark.parametrize("argv, message", [
     (["bogus"], "textgan: error: argument COMMAND: invalid choice: 'bogus' (choose from 'train', 'sweep', 'shards', "
-                "'export', 'eval', 'generate')"),
+                "'export', 'eval', 'generate', 'search')"),
     (["--bogus"], "textgan: error: unrecognized arguments: --bogus"),
-    ([], "textgan: error: a command is required: train, sweep, shards, export, eval, generate"),
+    ([], "textgan: error: a command is required: train, sweep, shards, export, eval, generate, search"),
     (["train", "--config", "configs/demo.yaml", "--bogus"], "textgan train: error: unrecognized arguments: --bogus"),
     (["train"], "textgan train: error: the following arguments are required: --config"),
     (["sweep", "--dry-run"], "textgan sweep: error: the following arguments are required to submit a sweep: "
@@ -231,7 +233,7 @@ def readme_textgan_commands() -> list:
 
 
 # need what only a finished run or sweep has (a sweep directory, a run to export): not runnable here
-NEEDS_A_RUN = ("collect", "export", "eval", "generate")
+NEEDS_A_RUN = ("collect", "export", "eval", "generate", "search")
 RUNNABLE = [c for c in readme_textgan_commands() if c[1] not in NEEDS_A_RUN and "collect" not in c]
 
 

@@ -7,7 +7,10 @@
 
 Files: model (loading: G_ema, config, the training text tower, sha256), generation (seeds -> z, per-image
 synthesis, truncation), seeds / prompts (command-line input, no torch), output (the result folder: PNGs,
-grid, generation.json), generate_cmd (`textgan generate`).
+grid, generation.json), generate_cmd (`textgan generate`); population_search/ (`textgan search`: GA / CMA-ES / best-of-N over
+latents, scorers, held-out verifiers; its command line is textgan/launch/search_cmd.py).
+
+    run = search(model, prompts, algorithm="ga", budget=1000, keep=4)   # see population_search/run.py
 """
 
 from textgan.infer.prompts import check_prompts, read_prompt_file
@@ -18,7 +21,8 @@ from textgan.infer.seeds import parse_seeds
 # `generation`, not `generate`: once imported, a submodule named like the function would shadow it here.)
 _LAZY = {"load_model": "model", "Model": "model", "resolve_device": "model", "generate": "generation",
          "iter_generate": "generation", "synthesize": "generation", "latent": "generation", "Sample": "generation",
-         "check_truncation": "generation"}
+         "check_truncation": "generation", "search": "population_search.run",
+         "SearchSettings": "population_search.settings"}
 
 
 def __getattr__(name):

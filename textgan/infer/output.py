@@ -42,10 +42,15 @@ def image_name(prompt_index: int, prompt: str, seed: int) -> str:
 
 def create_folder(outdir: str, model) -> str:
     """A new `outdir/{id:05d}-{desc}` named after the model's run (its config's desc)."""
+    return create_folder_named(outdir, str(model.cfg.desc) or "generate")
+
+
+def create_folder_named(outdir: str, desc: str) -> str:
+    """A new `outdir/{id:05d}-{desc}`; UsageError when outdir is a file or cannot be written."""
     if os.path.exists(outdir) and not os.path.isdir(outdir):
         raise UsageError(f"--outdir {outdir} is a file; give a directory (it is created if missing)")
     try:
-        return create_run_dir(outdir, str(model.cfg.desc) or "generate")
+        return create_run_dir(outdir, desc)
     except OSError as e:
         raise UsageError(f"--outdir {outdir}: cannot create the result folder there ({e})") from e
 

@@ -36,15 +36,21 @@ def msssim_settings(resolution: int) -> dict:
             "sigma": STANDARD_SIGMA * kernel / STANDARD_KERNEL}
 
 
-def pairwise_msssim(images_uint8) -> float:
-    """Mean MS-SSIM over all pairs of uint8 [S, 3, H, W] images (S >= 2) of one caption."""
+def msssim(images_a, images_b) -> torch.Tensor:
+    """float64 [N] MS-SSIM of row-aligned uint8 [N, 3, H, W] image pairs (settings from msssim_settings)."""
     from torchmetrics.functional.image import multiscale_structural_similarity_index_measure as ms_ssim
 
-    images = torch.as_tensor(images_uint8).double().div(255.0)
+    a = torch.as_tensor(images_a).double().div(255.0)
+    b = torch.as_tensor(images_b).double().div(255.0)
+    settings = msssim_settings(min(a.shape[-2:]))
+    return ms_ssim(a, b, kernel_size=settings["kernel_size"], sigma=settings["sigma"], betas=settings["betas"],
+                   data_range=1.0, reduction="none")
+
+
+def pairwise_msssim(images_uint8) -> float:
+    """Mean MS-SSIM over all pairs of uint8 [S, 3, H, W] images (S >= 2) of one caption."""
+    images = torch.as_tensor(images_uint8)
     if images.shape[0] < 2:
         raise ValueError("pairwise MS-SSIM needs at least 2 images")
-    settings = msssim_settings(min(images.shape[-2:]))
     first, second = zip(*itertools.combinations(range(images.shape[0]), 2))
-    values = ms_ssim(images[list(first)], images[list(second)], kernel_size=settings["kernel_size"],
-                     sigma=settings["sigma"], betas=settings["betas"], data_range=1.0, reduction="none")
-    return float(values.mean())
+    return float(msssim(images[list(first)], images[list(second)]).mean())
