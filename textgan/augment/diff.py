@@ -43,14 +43,23 @@ class DiffAugment(nn.Module):
         self.translation_ratio, self.cutout_ratio = translation_ratio, cutout_ratio
         self.generator = generator
 
-    def forward(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, generator: Optional[torch.Generator] = None, same_for_all: bool = False
+                ) -> torch.Tensor:
+        """same_for_all: one draw of the random parameters for the whole batch (one view, applied to every
+        image: a scorer that averages views then judges every image on the same views, wherever it sits in
+        its batch); by default each image gets its own, as in training."""
         g = generator if generator is not None else self.generator
+        self._draws = 1 if same_for_all else None
         for name in self.policy:
             x = getattr(self, f"_{name}")(x, g)
         return x
 
+    def _count(self, n: int) -> int:
+        """How many parameter sets to draw for a batch of n."""
+        return getattr(self, "_draws", None) or n
+
     def _color(self, x, g):
-        n, device = x.shape[0], x.device
+        n, device = self._count(x.shape[0]), x.device
         x = x + (uniform([n, 1, 1, 1], g, device).to(x.dtype) - 0.5)
         mean = x.mean(dim=1, keepdim=True)
         x = (x - mean) * (uniform([n, 1, 1, 1], g, device).to(x.dtype) * 2) + mean
@@ -63,7 +72,7 @@ class DiffAugment(nn.Module):
 
         def shifted(size):  # source index per output pixel; out of range -> zero padding
             limit = int(size * self.translation_ratio + 0.5)
-            shift = integers(-limit, limit + 1, [n, 1], g, device)
+            shift = integers(-limit, limit + 1, [self._count(n), 1], g, device).expand(n, 1)
             index = torch.arange(size, device=device)[None] - shift
             return index.clamp(0, size - 1), (index >= 0) & (index < size)
 
@@ -78,7 +87,7 @@ class DiffAugment(nn.Module):
 
         def outside(size):  # True where the pixel is outside the cut along this axis
             cut = int(size * self.cutout_ratio + 0.5)
-            centre = integers(0, size + (1 - cut % 2), [n, 1], g, device)
+            centre = integers(0, size + (1 - cut % 2), [self._count(n), 1], g, device).expand(n, 1)
             start = centre - cut // 2
             index = torch.arange(size, device=device)[None]
             return (index < start) | (index >= start + cut)

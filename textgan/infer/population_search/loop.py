@@ -23,6 +23,9 @@ from textgan.train.grids import to_uint8
 
 POOL_PER_KEPT = 16  # candidates held per kept image, for the distinct selection at the end
 MIN_POOL = 64
+# Two genomes closer than this fraction of the typical distance between two prior samples (sqrt(2 dim)) share
+# a niche of the pool: their images are near-copies.
+NICHE_FRACTION = 0.25
 
 
 @dataclass
@@ -65,31 +68,45 @@ class PromptSearch:
 
 
 class TopPool:
-    """The `capacity` best distinct genomes seen so far (a genome evaluated twice is held once)."""
+    """The best genomes seen so far, one per niche: a candidate closer than `radius` (in genome space) to a held
+    genome replaces it only when it scores higher, and is dropped otherwise. A converged population is many
+    near-copies of one genome; without niches they would fill the pool and leave nothing distinct to keep
+    (measured on the demo: GA and CMA-ES at 10k evaluations kept 1 distinct image of 4 asked for)."""
 
-    def __init__(self, capacity: int):
-        self.capacity = capacity
-        self.entries = []  # (score, order, Kept)
-        self.seen = set()
-        self.count = 0
+    def __init__(self, capacity: int, radius: float):
+        self.capacity, self.radius = capacity, radius
+        self.entries: List[Kept] = []  # best first
+        self.genomes = None  # [len(entries), dim]
 
     def add(self, genomes, scores, generation: int, seeds) -> None:
-        for i in torch.argsort(torch.nan_to_num(scores, nan=-math.inf), descending=True)[:self.capacity].tolist():
+        order = torch.argsort(torch.nan_to_num(scores, nan=-math.inf), descending=True)[:self.capacity].tolist()
+        distances = None  # [len(order), len(entries)], recomputed only after the pool changed
+        for position, i in enumerate(order):
             score = float(scores[i])
-            if math.isnan(score):
-                continue
-            key = genomes[i].numpy().tobytes()
-            if key in self.seen:
-                continue
-            self.seen.add(key)
-            self.count += 1
-            seed = None if seeds is None else int(seeds[i])
-            self.entries.append((score, -self.count, Kept(genomes[i].clone(), score, generation, seed)))
-        self.entries.sort(key=lambda e: (e[0], e[1]), reverse=True)
+            if math.isnan(score) or (len(self.entries) == self.capacity and score <= self.entries[-1].score):
+                break  # sorted: nothing later in this batch gets in either
+            candidate = Kept(genomes[i].clone(), score, generation, None if seeds is None else int(seeds[i]))
+            if self.entries:
+                if distances is None:
+                    distances = torch.cdist(genomes[order].double(), self.genomes.double())
+                near = int(distances[position].argmin())
+                if float(distances[position, near]) < self.radius:
+                    if score > self.entries[near].score:
+                        self.entries[near] = candidate  # the niche's new best
+                        self._resort()
+                        distances = None
+                    continue
+            self.entries.append(candidate)
+            self._resort()
+            distances = None
+
+    def _resort(self) -> None:
+        self.entries.sort(key=lambda e: e.score, reverse=True)
         del self.entries[self.capacity:]
+        self.genomes = torch.stack([e.genome for e in self.entries])
 
     def best_first(self) -> List[Kept]:
-        return [e[2] for e in self.entries]
+        return list(self.entries)
 
 
 def score_genomes(space, scorer, genomes: torch.Tensor) -> torch.Tensor:
@@ -99,25 +116,31 @@ def score_genomes(space, scorer, genomes: torch.Tensor) -> torch.Tensor:
 
 def select_distinct(space, pool: TopPool, keep: int, distinct: float) -> List[Kept]:
     """The best `keep` pool entries whose images' MS-SSIM with every image already kept is below `distinct`
-    (distinct=1: only identical images are dropped), rendered one forward per image."""
+    (distinct=1: only identical images are dropped). The pool is compared on one batched decode; only the
+    kept ones are then rendered one forward per image (their reproducible pixels)."""
     from textgan.metrics.diversity import msssim
 
-    kept: List[Kept] = []
-    for candidate in pool.best_first():
-        pixels = to_uint8(space.render(candidate.genome[None]))[0]
-        if kept:
-            mine = torch.from_numpy(pixels).permute(2, 0, 1)[None]
-            others = torch.from_numpy(np.stack([k.image for k in kept])).permute(0, 3, 1, 2)
+    candidates = pool.best_first()
+    if not candidates:
+        return []
+    pixels = to_uint8(space.decode(torch.stack([c.genome for c in candidates])))
+    chosen: List[int] = []
+    for i in range(len(candidates)):
+        if chosen:
             if distinct >= 1.0:
-                duplicate = any(np.array_equal(pixels, k.image) for k in kept)
+                duplicate = any(np.array_equal(pixels[i], pixels[j]) for j in chosen)
             else:
-                duplicate = bool((msssim(mine.expand(len(others), -1, -1, -1), others) >= distinct).any())
+                mine = torch.from_numpy(pixels[i]).permute(2, 0, 1)[None].expand(len(chosen), -1, -1, -1)
+                others = torch.from_numpy(pixels[chosen]).permute(0, 3, 1, 2)
+                duplicate = bool((msssim(mine, others) >= distinct).any())
             if duplicate:
                 continue
-        candidate.image = pixels
-        kept.append(candidate)
-        if len(kept) == keep:
+        chosen.append(i)
+        if len(chosen) == keep:
             break
+    kept = [candidates[i] for i in chosen]
+    for k, image in zip(kept, to_uint8(space.render(torch.stack([k.genome for k in kept])))):
+        k.image = image
     return kept
 
 
@@ -134,7 +157,7 @@ def search_prompt(model, prompt: str, settings, scorer, algorithm: Optional[str]
                         settings.batch)
     scorer.prepare(prompt)
     search = make_algorithm(algorithm, space, settings.population, settings.sigma, settings.seed)
-    pool = TopPool(max(MIN_POOL, POOL_PER_KEPT * settings.keep))
+    pool = TopPool(max(MIN_POOL, POOL_PER_KEPT * settings.keep), NICHE_FRACTION * math.sqrt(2.0 * space.dim))
     history, best, stale, evaluations = [], -math.inf, 0, 0
     stop = "budget"
     start = time.perf_counter()

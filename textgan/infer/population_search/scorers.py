@@ -4,12 +4,12 @@
     scorer.prepare(prompt)                                   # once per prompt (text embeddings, calibration reset)
     scores = scorer(images)                                  # [N] float on the CPU, images [N, 3, R, R] in [-1, 1]
 
-- clip / augclip: cosine between image and prompt in an open_clip model (a tag or a local weights file, as
-  everywhere in textgan; default: the run's own text encoder's model). augclip averages it over `views`
-  DiffAugment views (colour, translation, cutout; FuseDream's AugCLIP): one adversarial pixel pattern
-  fools one view, not the average. The views are drawn from a fixed seed for every call, so an image's
-  score does not change between generations (common random numbers: candidates are compared on the
-  same views).
+- clip: cosine between image and prompt in an open_clip model (a tag or a local weights file, as everywhere
+  in textgan; default: the run's own text encoder's model).
+- aug<scorer> (augclip, augd, augcontrastive): the scorer averaged over `views` DiffAugment views (colour,
+  translation, cutout; FuseDream's AugCLIP): one adversarial pixel pattern fools one view, not the average.
+  The views are drawn from a fixed seed for every call, so an image's score does not change between
+  generations (common random numbers: candidates are compared on the same views).
 - d: the discriminator's text-conditioned logit; contrastive: cosine between D's contrastive heads' image
   and text embeddings (heads that D trained on real image-caption pairs). Both need a checkpoint that
   holds D (a run or checkpoint directory; an exported file holds G_ema only). StyleGAN2's D compares each
@@ -28,13 +28,15 @@ import torch.nn.functional as F
 from textgan.errors import UsageError
 from textgan.infer.population_search.settings import SCORERS, parse_scorer
 
+BASE_OF = {name: name[3:] if name.startswith("aug") else name for name in SCORERS}  # augd -> d
+
 AUGMENT_POLICY = "color,translation,cutout"
 AUGMENT_SEED = 0
 
 
 class CLIPScorer:
-    def __init__(self, tower, views: int = 0):
-        self.tower, self.views = tower, int(views)
+    def __init__(self, tower):
+        self.tower = tower
         self.text = None
 
     def prepare(self, prompt: str) -> None:
@@ -42,21 +44,30 @@ class CLIPScorer:
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        images = images.to(self.tower.device)
-        if not self.views:
-            return self._cosine(images)
+        embedded = F.normalize(self.tower.encode_images(images.to(self.tower.device)).float(), dim=-1)
+        return (embedded @ self.text.to(embedded.device).T)[:, 0].float().cpu()
+
+
+class AugmentedScorer:
+    """A scorer's mean over `views` DiffAugment views of each image, the views drawn from a fixed seed in every
+    call (common random numbers: every candidate is judged on the same views, every generation)."""
+
+    def __init__(self, part, views: int):
+        self.part, self.views = part, int(views)
+
+    def prepare(self, prompt: str) -> None:
+        self.part.prepare(prompt)
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
         from textgan.augment.diff import DiffAugment
 
         augment = DiffAugment(AUGMENT_POLICY)
         g = torch.Generator(device=images.device).manual_seed(AUGMENT_SEED)
-        total = torch.zeros(len(images), device=images.device)
+        total = torch.zeros(len(images))
         for _ in range(self.views):
-            total += self._cosine(augment(images, generator=g))
+            total += self.part(augment(images, generator=g, same_for_all=True))
         return total / self.views
-
-    def _cosine(self, images):
-        embedded = F.normalize(self.tower.encode_images(images).float(), dim=-1)
-        return (embedded @ self.text.to(embedded.device).T)[:, 0].float().cpu()
 
 
 class DiscriminatorScorer:
@@ -133,21 +144,21 @@ def build_scorer(spec: str, model, clip_model=None, clip_weights=None, views: in
     (default: the run's text encoder's)."""
     spec = default_scorer(model) if spec == "auto" else spec
     weights = parse_scorer(spec)
+    bases = {BASE_OF[name] for name in weights}
     D = None
-    if {"d", "contrastive"} & set(weights):
+    if {"d", "contrastive"} & bases:
         D = load_discriminator(model)
-        if "contrastive" in weights and getattr(D, "contrastive", None) is None:
+        if "contrastive" in bases and getattr(D, "contrastive", None) is None:
             raise UsageError(f"{model.path}: its D has no contrastive heads (the run trained without a D "
                              "contrastive term, contrastive.S_D = 0); use --scorer d or clip")
     tower = None
-    if {"clip", "augclip"} & set(weights):
+    if "clip" in bases:
         tower = clip_tower(model, clip_model, clip_weights)
     parts = {}
     for name in weights:
-        if name in ("clip", "augclip"):
-            parts[name] = CLIPScorer(tower, views=views if name == "augclip" else 0)
-        else:
-            parts[name] = DiscriminatorScorer(D, model, name)
+        base = BASE_OF[name]
+        part = CLIPScorer(tower) if base == "clip" else DiscriminatorScorer(D, model, base)
+        parts[name] = AugmentedScorer(part, views) if base != name else part
     scorer = next(iter(parts.values())) if len(parts) == 1 else WeightedScorer(parts, weights)
     return scorer, spec
 
@@ -165,4 +176,5 @@ def clip_tower(model, clip_model=None, clip_weights=None):
     return load_clip(name, clip_weights, device=model.device)
 
 
-__all__ = ["SCORERS", "build_scorer", "load_discriminator", "CLIPScorer", "DiscriminatorScorer", "WeightedScorer"]
+__all__ = ["SCORERS", "build_scorer", "load_discriminator", "AugmentedScorer", "CLIPScorer", "DiscriminatorScorer",
+           "WeightedScorer"]

@@ -21,6 +21,8 @@ SCORERS = {
     "augclip": "the CLIP cosine averaged over random DiffAugment views (AugCLIP: robust to adversarial pixels)",
     "d": "the discriminator's text-conditioned logit (realism and match, as D judged them in training)",
     "contrastive": "cosine between D's contrastive heads' image and text embeddings (trained on real pairs)",
+    "augd": "d averaged over the same random DiffAugment views",
+    "augcontrastive": "contrastive averaged over the same random DiffAugment views",
 }
 VERIFIERS = ("auto", "shapes_alignment", "clip", "none")
 DEFAULT_POPULATION = 100
