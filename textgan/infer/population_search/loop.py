@@ -83,7 +83,7 @@ class TopPool:
                 continue
             self.seen.add(key)
             self.count += 1
-            seed = None if seeds is None else int(seeds[i])
+            seed = None if seeds is None or seeds[i] is None else int(seeds[i])
             self.entries.append((score, -self.count, Kept(genomes[i].clone(), score, generation, seed)))
         self.entries.sort(key=lambda e: (e[0], e[1]), reverse=True)
         del self.entries[self.capacity:]
@@ -144,7 +144,12 @@ def search_prompt(model, prompt: str, settings, scorer, algorithm: Optional[str]
         from_prior = algorithm == "random" or generation == 0
         scores = score_genomes(space, scorer, genomes)
         search.tell(genomes, scores)
-        pool.add(genomes, scores, generation, range(seeds_from, seeds_from + len(genomes)) if from_prior else None)
+        seeds = None
+        if from_prior:  # a prior sample whose norm bound() clamped is no longer `textgan generate`'s z of its seed
+            seeds = list(range(seeds_from, seeds_from + len(genomes)))
+            unchanged = (genomes == space.seeded(seeds)).all(dim=1).tolist()
+            seeds = [s if same else None for s, same in zip(seeds, unchanged)]
+        pool.add(genomes, scores, generation, seeds)
         evaluations += len(genomes)
         finite = scores[torch.isfinite(scores)]
         generation_best = float(finite.max()) if len(finite) else -math.inf
