@@ -116,6 +116,7 @@ def check_model_and_scorer(args, prompts, settings):
     if settings.space == "w+" and not model.has_styles:
         raise UsageError(f"--space w+: model.arch={model.arch} has no styles (ws); use --space z")
     _, spec = build_scorer(settings.scorer, model, args.clip_model, args.clip_weights, views=settings.augmentations)
+    settings.check_scorer(spec)
     build_verifier(args.verifier, prompts, model, args.verifier_clip_model, args.verifier_clip_weights)
     return model, spec
 

@@ -42,11 +42,16 @@ class Algorithm:
         self.space, self.population, self.sigma0, self.seed = space, int(population), float(sigma), int(seed)
         self.first_seed = int(seed) * SEED_STRIDE
         self.generation = 0
+        self.prior_seeds = None  # set by prior(): the seeds of the genomes it returned last
 
     def prior(self, count: int) -> torch.Tensor:
         """The next `count` seeded prior genomes (bounded)."""
         start = self.first_seed + self.generation * self.population
-        return self.space.bound(self.space.seeded(range(start, start + count)))
+        raw = self.space.seeded(range(start, start + count))
+        bounded = self.space.bound(raw)
+        # seed of each genome, None where bound() clamped it (no longer `textgan generate`'s z of that seed)
+        self.prior_seeds = [start + i if same else None for i, same in enumerate((raw == bounded).all(dim=1).tolist())]
+        return bounded
 
     def ask(self) -> torch.Tensor:
         raise NotImplementedError

@@ -85,7 +85,8 @@ class TopPool:
             score = float(scores[i])
             if math.isnan(score) or (len(self.entries) == self.capacity and score <= self.entries[-1].score):
                 break  # sorted: nothing later in this batch gets in either
-            candidate = Kept(genomes[i].clone(), score, generation, None if seeds is None else int(seeds[i]))
+            seed = None if seeds is None or seeds[i] is None else int(seeds[i])
+            candidate = Kept(genomes[i].clone(), score, generation, seed)
             if self.entries:
                 if distances is None:
                     distances = torch.cdist(genomes[order].double(), self.genomes.double())
@@ -162,12 +163,12 @@ def search_prompt(model, prompt: str, settings, scorer, algorithm: Optional[str]
     stop = "budget"
     start = time.perf_counter()
     for generation in range(generations):
-        seeds_from = search.first_seed + search.generation * search.population
+        search.prior_seeds = None
         genomes = search.ask()
-        from_prior = algorithm == "random" or generation == 0
+        seeds = search.prior_seeds  # per genome, when ask() drew prior samples (None where bound() clamped one)
         scores = score_genomes(space, scorer, genomes)
         search.tell(genomes, scores)
-        pool.add(genomes, scores, generation, range(seeds_from, seeds_from + len(genomes)) if from_prior else None)
+        pool.add(genomes, scores, generation, seeds)
         evaluations += len(genomes)
         finite = scores[torch.isfinite(scores)]
         generation_best = float(finite.max()) if len(finite) else -math.inf

@@ -52,6 +52,7 @@ def search(model, prompts, settings: Optional[SearchSettings] = None, *, clip_mo
 
         check_truncation(model, settings.psi, settings.trunc_cutoff, settings.centre)
     scorer, spec = build_scorer(settings.scorer, model, clip_model, clip_weights, views=settings.augmentations)
+    settings.check_scorer(spec)
     held_out = build_verifier(verifier, prompts, model, verifier_clip_model, verifier_clip_weights)
     indices = part_of(len(prompts), *part)
     per_prompt = settings.evaluations * (2 if settings.baseline and settings.algorithm != "random" else 1)

@@ -48,8 +48,8 @@ def parse_scorer(spec: str) -> dict:
             value = float(weight) if weight.strip() else 1.0
         except ValueError:
             raise UsageError(f"--scorer {spec!r}: the weight of {name!r} must be a number, got {weight!r}") from None
-        if not value > 0:
-            raise UsageError(f"--scorer {spec!r}: the weight of {name!r} must be > 0, got {value}")
+        if not 0 < value < float("inf"):
+            raise UsageError(f"--scorer {spec!r}: the weight of {name!r} must be a finite number > 0, got {value}")
         weights[name] = value
     return weights
 
@@ -126,6 +126,14 @@ class SearchSettings:
         if self.scorer != "auto":
             parse_scorer(self.scorer)
         return self
+
+    def check_scorer(self, spec: str) -> None:
+        """UsageError when the resolved scorer `spec` cannot work with these settings: a weighted sum calibrates
+        on the prompt's first scored batch, which must hold at least 2 images."""
+        first = min(int(self.batch), int(self.population))
+        if len(parse_scorer(spec)) > 1 and first < 2:
+            raise UsageError(f"--scorer {spec}: a weighted sum standardizes its parts on the prompt's first batch, "
+                             f"here {first} image (the smaller of --batch and --population); raise both to 2 or more")
 
     @property
     def evaluations(self) -> int:
