@@ -34,15 +34,19 @@ from harness import Result, interleaved  # noqa: E402
 PROMPT = "a large yellow triangle in the center"
 
 
-def demo_size_run(folder: str) -> str:
-    """A run directory holding a freshly initialised model of configs/demo.yaml's networks (G, D with heads)."""
+def fresh_run(folder: str, config: str = "demo") -> str:
+    """A run directory holding a freshly initialised model of configs/<config>.yaml's networks (G, D; the demo's
+    text tower, textgan-demo-clip with random weights, so that nothing needs downloaded weights)."""
     import torch
 
     from textgan.config import load_config, to_yaml
     from textgan.nets import build_networks_from_config
     from textgan.train.checkpoint_dir import COMPLETE, FORMAT, WEIGHTS_FILE
 
-    cfg = load_config(os.path.join(ROOT, "configs", "demo.yaml"), [])
+    overrides = [] if config == "demo" else ["text_encoder.model=textgan-demo-clip", "text_encoder.pretrained=null",
+                                             "text_encoder.random_weights=true", "contrastive.S_D=1",
+                                             "contrastive.C_it=1"]
+    cfg = load_config(os.path.join(ROOT, "configs", f"{config}.yaml"), overrides)
     torch.manual_seed(0)
     G, D = build_networks_from_config(cfg, 128)  # textgan-demo-clip embeds in 128 dimensions
     ckpt = os.path.join(folder, "checkpoints", "000000.000")
@@ -57,6 +61,13 @@ def demo_size_run(folder: str) -> str:
 
 
 def run(quick: bool = False) -> list:
+    """Ratios for configs/demo.yaml's networks, and for each config named in $TEXTGAN_BENCH_SEARCH_CONFIGS
+    (comma-separated, e.g. demo,coco128: a GPU measurement of a real-size generator)."""
+    configs = os.environ.get("TEXTGAN_BENCH_SEARCH_CONFIGS", "demo").split(",")
+    return [r for config in configs for r in measure(config, quick)]
+
+
+def measure(config: str, quick: bool) -> list:
     import torch
 
     from textgan.infer.model import load_model
@@ -65,10 +76,11 @@ def run(quick: bool = False) -> list:
     from textgan.infer.population_search.settings import SearchSettings
     from textgan.infer.population_search.space import LatentSpace
 
-    population, generations = (100, 5) if quick else (500, 8)
+    # steady state: enough generations that the one-off final selection of the kept images is a small part
+    population, generations = (100, 5) if quick else (500, 40)
     with tempfile.TemporaryDirectory() as tmp:
-        model = load_model(demo_size_run(tmp), device="auto")
-        scorer, spec = build_scorer("auto", model)
+        model = load_model(fresh_run(tmp, config), device="auto")
+        scorer, spec = build_scorer("contrastive+d", model)
         space = LatentSpace(model, PROMPT, batch=population)
         scorer.prepare(PROMPT)
         genomes = torch.randn(population, space.dim)
@@ -82,7 +94,7 @@ def run(quick: bool = False) -> list:
         results = []
         for algorithm in ("random", "ga", "cmaes"):
             settings = SearchSettings(algorithm=algorithm, population=population, generations=generations,
-                                      batch=population, patience=0, keep=1, baseline=False).checked()
+                                      batch=population, patience=0, keep=4, baseline=False).checked()
 
             def searched() -> float:
                 result = search_prompt(model, PROMPT, settings, scorer)
@@ -90,38 +102,43 @@ def run(quick: bool = False) -> list:
 
             base, cand = interleaved(plain, searched, repeats=2 if quick else 3)
             results.append(Result(
-                name=f"search/{algorithm}", what=f"evaluations/s of the {algorithm} search loop (population "
-                f"{population}, {generations} generations, incl. the final distinct selection) over a plain "
-                f"batched G + scorer forward of the same batch", baseline="plain forward", candidate=algorithm,
+                name=f"search/{config}/{algorithm}", what=f"evaluations/s of the {algorithm} search loop (population "
+                f"{population}, {generations} generations, incl. keeping 4 distinct images) over a plain batched "
+                f"G + scorer forward of the same batch", baseline="plain forward", candidate=algorithm,
                 baseline_value=base, candidate_value=cand, unit="evaluations/s",
                 notes=[] if algorithm != "random" else [
-                    f"model: configs/demo.yaml's networks (cGAN, 32 px), freshly initialised; scorer {spec}; device "
-                    f"{model.device}; the goal is a ratio >= 0.9 (an algorithm's own overhead <= 10%)"]))
+                    f"{config}: configs/{config}.yaml's networks ({model.arch}, {model.resolution} px), freshly "
+                    f"initialised; scorer {spec}; device {model.device}; the goal is a ratio >= 0.9 (an algorithm's "
+                    "own overhead <= 10%)"]))
         return results
 
 
 # ------------------------------------------------------------------------------------------------ quality
 
 
-def conditions(evaluations: list, presets: bool, has_styles: bool) -> list:
+def conditions(evaluations: list, presets: bool, has_styles: bool, scorers: list) -> list:
     """[(label, settings fields or a special kind)] in table order."""
     rows = [("plain sample (seed 0)", {"kind": "plain"})]
     if has_styles:
         rows.append(("truncated sample (psi 0.7, seed 0)", {"kind": "plain", "psi": 0.7}))
-    for n in evaluations:
-        population = min(100, n)
-        for algorithm in ("random", "ga", "cmaes"):
-            rows.append((f"{algorithm} @ {n}", {"algorithm": algorithm, "population": population,
-                                                "generations": n // population, "patience": 0}))
+    for scorer in scorers:
+        tag = "" if scorer == scorers[0] else f" [{scorer}]"
+        for n in evaluations:
+            population = min(100, n)
+            for algorithm in ("random", "ga", "cmaes"):
+                rows.append((f"{algorithm} @ {n}{tag}", {"algorithm": algorithm, "population": population,
+                                                         "generations": n // population, "patience": 0,
+                                                         "scorer": scorer}))
     if presets:
         from textgan.infer.population_search.settings import PRESETS
 
         for preset in PRESETS:
-            rows.append((f"ga preset {preset}", {"algorithm": "ga", "preset": preset, "patience": 0}))
-            rows.append((f"cmaes preset {preset}", {"algorithm": "cmaes", "preset": preset, "patience": 0}))
-    budget = max(evaluations)
-    rows.append((f"ga @ {budget}, adaptive stop (patience 10)", {"algorithm": "ga", "population": 100,
-                                                                 "generations": budget // 100, "patience": 10}))
+            for algorithm in ("ga", "cmaes"):
+                rows.append((f"{algorithm} preset {preset}", {"algorithm": algorithm, "preset": preset, "patience": 0,
+                                                              "scorer": scorers[0]}))
+        budget = max(evaluations)
+        rows.append((f"ga @ {budget}, adaptive stop (patience 10)", {
+            "algorithm": "ga", "population": 100, "generations": budget // 100, "patience": 10, "scorer": scorers[0]}))
     return rows
 
 
@@ -140,7 +157,7 @@ def quality_worker(args) -> list:
 
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // count))
     model = load_model(model_path, device=device)
-    scorer, spec = build_scorer("auto", model)
+    scorers = {}  # spec -> scorer, built once per worker
     verifier = ShapesVerifier()
     out = []
     for i in part_of(len(prompts), part, count):
@@ -152,8 +169,10 @@ def quality_worker(args) -> list:
                 out.append({"label": label, "prompt_index": i, "verifier": verifier.score([sample.image], prompt)[0],
                             "score": None, "evaluations": 1, "seconds": time.perf_counter() - start, "diversity": None})
                 continue
-            settings = SearchSettings(scorer=spec, keep=4, baseline=False, batch=1000, **fields).checked()
-            result = search_prompt(model, prompt, settings, scorer, verifier=verifier)
+            if fields["scorer"] not in scorers:
+                scorers[fields["scorer"]] = build_scorer(fields["scorer"], model)[0]
+            settings = SearchSettings(keep=4, baseline=False, batch=1000, **fields).checked()
+            result = search_prompt(model, prompt, settings, scorers[fields["scorer"]], verifier=verifier)
             out.append({"label": label, "prompt_index": i, "verifier": result.verifier, "score": result.best_score,
                         "evaluations": result.evaluations, "seconds": result.seconds, "diversity": result.diversity,
                         "stop_reason": result.stop_reason})
@@ -207,6 +226,7 @@ def quality_main(argv) -> int:
     p.add_argument("--presets", action="store_true")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--device", default="auto")
+    p.add_argument("--scorers", default="contrastive+d", help="scorers to compare, separated by ';'")
     p.add_argument("--out", default=None)
     p.add_argument("--records", default=None, help="append each prompt's records to this JSON-lines file")
     p.add_argument("--from-records", default=None, help="only summarize an earlier run's --records file")
@@ -217,7 +237,7 @@ def quality_main(argv) -> int:
     prompts = [r.captions[0] for r in shapes_records(args.prompts, seed=0, split="val")]
     evaluations = [int(x) for x in args.evaluations.split(",")]
     has_styles = load_model(args.model, device="cpu").has_styles
-    rows = conditions(evaluations, args.presets, has_styles)
+    rows = conditions(evaluations, args.presets, has_styles, args.scorers.split(";"))
     jobs = [(args.model, prompts, part, args.workers, args.device, rows, args.records) for part in range(args.workers)]
     start = time.perf_counter()
     if args.from_records:

@@ -30,7 +30,7 @@ import pytest
 import torch
 from PIL import Image
 
-from test_generate import TINY, tiny_config, write_export, write_run
+from test_generate import ROOT, TINY, tiny_config, write_export, write_run
 from textgan import cli
 from textgan.config import load_config
 from textgan.errors import UsageError
@@ -645,3 +645,90 @@ def test_parts_searched_separately_collect_into_the_same_result(searched, tmp_pa
     for entry in split["prompts"]:
         for k in entry["kept"] + entry["baseline"]["kept"]:
             assert np.array_equal(png(os.path.join(folder, k["path"])), png(searched["folder"] / k["path"]))
+
+
+# ------------------------------------------------------------------ augmented scorers, distinct kept images
+
+
+def test_an_augmented_scorer_judges_every_image_on_the_same_views_wherever_it_sits(models):
+    """aug<scorer>: the mean over DiffAugment views drawn once per view for the whole batch, so an image scores
+    the same alone, in a batch, or at another position; and the views change the score (it is not the plain one)."""
+    model = models["sg2"]
+    scorer, spec = build_scorer("augcontrastive", model, views=4)
+    plain, _ = build_scorer("contrastive", model)
+    scorer.prepare(YELLOW)
+    plain.prepare(YELLOW)
+    images = LatentSpace(model, YELLOW).decode(LatentSpace(model, YELLOW).seeded(range(6)))
+    together = scorer(images)
+    alone = torch.cat([scorer(images[i:i + 1]) for i in range(6)])
+    reversed_order = scorer(images.flip(0)).flip(0)
+    assert spec == "augcontrastive"
+    torch.testing.assert_close(alone, together, atol=1e-5, rtol=0)
+    torch.testing.assert_close(reversed_order, together, atol=1e-5, rtol=0)
+    assert (together - plain(images)).abs().max() > 1e-3
+
+
+def test_a_converged_search_still_keeps_distinct_images(models):
+    """The pool holds one candidate per image niche: a GA that has converged (many generations on one prompt)
+    still hands back `keep` images, no two of them with MS-SSIM >= --distinct, the best first."""
+    from textgan.metrics.diversity import msssim
+
+    model = models["sg2"]
+    settings = SearchSettings(algorithm="ga", population=16, generations=30, keep=3, patience=0, baseline=False,
+                              scorer="d").checked()
+    scorer, _ = build_scorer("d", model)
+    result = search_prompt(model, YELLOW, settings, scorer)
+    assert len(result.kept) == 3
+    scores = [k.score for k in result.kept]
+    assert scores == sorted(scores, reverse=True) and scores[0] == result.best_score
+    pixels = torch.from_numpy(np.stack([k.image for k in result.kept])).permute(0, 3, 1, 2)
+    for i in range(3):
+        for j in range(i + 1, 3):
+            assert float(msssim(pixels[i:i + 1], pixels[j:j + 1])[0]) < settings.distinct
+    assert result.diversity is not None and result.diversity < settings.distinct
+
+
+def readme_search_block() -> list:
+    """The lines of the bash block of the README's "Searching for the best images" section."""
+    import re
+
+    with open(os.path.join(ROOT, "README.md")) as f:
+        section = f.read().split("## Searching for the best images", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
+    return [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
+
+
+@pytest.mark.slow
+@pytest.mark.multiproc
+def test_the_readme_search_commands_run_as_printed(tmp_path):
+    """In a folder holding the demo's run (configs/demo.yaml's networks, fresh weights standing in for trained
+    ones), every line of the README's search block runs as printed, the --array --local one through submitit's
+    local executor (2 processes), and `collect` merges its parts."""
+    import shlex
+    import subprocess
+    import sys
+
+    write_run(tmp_path / "runs" / "00000-demo", load_config(os.path.join(ROOT, "configs", "demo.yaml"), ["desc=demo"]))
+    lines = readme_search_block()
+    assert sum(line.startswith("textgan search ") for line in lines) >= 5
+    for line in lines:
+        if line.startswith("textgan "):
+            argv = [sys.executable, "-m", "textgan", *shlex.split(line, comments=True)[1:], "--no-progress"]
+            argv = argv[:-1] if "collect" in line else argv
+            proc = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=600,
+                                  env=dict(os.environ, PYTHONPATH=ROOT))
+        else:
+            proc = subprocess.run(["bash", "-c", line], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+        assert proc.returncode == 0, (line, proc.stderr[-3000:])
+    folders = sorted(os.listdir(tmp_path / "searches"))
+    assert folders == ["00000-search-demo", "00001-search-demo", "00002-search-demo", "00003-search-demo"]
+    cmaes = json.loads((tmp_path / "searches" / "00001-search-demo" / "search.json").read_text())
+    assert cmaes["settings"]["algorithm"] == "cmaes" and cmaes["settings"]["population"] * \
+        cmaes["settings"]["generations"] == 2000
+    assert all(1 <= len(p["kept"]) <= 8 for p in cmaes["prompts"])
+    weighted = json.loads((tmp_path / "searches" / "00002-search-demo" / "search.json").read_text())
+    assert weighted["scorer"] == "augcontrastive=1,augd=0.5"
+    array = json.loads((tmp_path / "searches" / "00003-search-demo" / "search.json").read_text())
+    assert array["parts"] == 2 and [p["prompt_index"] for p in array["prompts"]] == [0, 1]
+    assert sorted(os.listdir(tmp_path / "searches" / "00003-search-demo" / "parts")) == [
+        "part-000-of-002.json", "part-001-of-002.json"]

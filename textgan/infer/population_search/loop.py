@@ -16,16 +16,19 @@ from typing import List, Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from textgan.infer.population_search.algorithms import make_algorithm
 from textgan.infer.population_search.space import LatentSpace
 from textgan.train.grids import to_uint8
 
-POOL_PER_KEPT = 16  # candidates held per kept image, for the distinct selection at the end
+POOL_PER_KEPT = 16  # niches held per kept image, for the distinct selection at the end
 MIN_POOL = 64
-# Two genomes closer than this fraction of the typical distance between two prior samples (sqrt(2 dim)) share
-# a niche of the pool: their images are near-copies.
-NICHE_FRACTION = 0.25
+OFFERS_PER_KEPT = 2  # each generation offers its best 2 x keep candidates to the pool
+THUMBNAIL = 8  # niches compare images at 8 x 8 (cheap: [N, 192] distances)
+# Two images whose thumbnails are closer than this fraction of the median distance between the prompt's first
+# scored images (prior samples) share a niche: they are near-copies.
+NICHE_FRACTION = 0.5
 
 
 @dataclass
@@ -36,6 +39,7 @@ class Kept:
     seed: Optional[int]  # the prior seed when the genome is an unchanged prior sample (textgan generate --seeds)
     image: Optional[np.ndarray] = field(default=None, repr=False)  # uint8 [H, W, 3], one forward per image
     verifier: Optional[dict] = None
+    thumb: Optional[torch.Tensor] = field(default=None, repr=False)  # the image at 8 x 8: its niche in the pool
 
 
 @dataclass
@@ -68,51 +72,58 @@ class PromptSearch:
 
 
 class TopPool:
-    """The best genomes seen so far, one per niche: a candidate closer than `radius` (in genome space) to a held
-    genome replaces it only when it scores higher, and is dropped otherwise. A converged population is many
-    near-copies of one genome; without niches they would fill the pool and leave nothing distinct to keep
-    (measured on the demo: GA and CMA-ES at 10k evaluations kept 1 distinct image of 4 asked for)."""
+    """The best candidates seen so far, one per niche: a candidate whose image is near (thumbnail distance below
+    `radius`) a held one replaces it only when it scores higher, and is dropped otherwise. A converged
+    population is many near-copies of one image; without niches they would fill the pool and leave nothing
+    distinct to keep (measured on the demo: GA and CMA-ES at 10k evaluations kept 1 distinct image of 4 asked
+    for with a pool of the plain best). The radius is set on the first batch: NICHE_FRACTION of the median
+    distance between its images (the prompt's prior samples)."""
 
-    def __init__(self, capacity: int, radius: float):
-        self.capacity, self.radius = capacity, radius
+    def __init__(self, capacity: int, offers: int):
+        self.capacity, self.offers = capacity, offers
+        self.radius = None
         self.entries: List[Kept] = []  # best first
-        self.genomes = None  # [len(entries), dim]
+        self.thumbs = None  # [len(entries), 3 * THUMBNAIL ** 2]
 
-    def add(self, genomes, scores, generation: int, seeds) -> None:
-        order = torch.argsort(torch.nan_to_num(scores, nan=-math.inf), descending=True)[:self.capacity].tolist()
-        distances = None  # [len(order), len(entries)], recomputed only after the pool changed
-        for position, i in enumerate(order):
+    def add(self, genomes, scores, thumbs, generation: int, seeds) -> None:
+        if self.radius is None:
+            distances = torch.pdist(thumbs.double())
+            self.radius = NICHE_FRACTION * float(distances.median()) if len(distances) else 0.0
+        order = torch.argsort(torch.nan_to_num(scores, nan=-math.inf), descending=True)[:self.offers].tolist()
+        for i in order:
             score = float(scores[i])
             if math.isnan(score) or (len(self.entries) == self.capacity and score <= self.entries[-1].score):
                 break  # sorted: nothing later in this batch gets in either
             seed = None if seeds is None or seeds[i] is None else int(seeds[i])
-            candidate = Kept(genomes[i].clone(), score, generation, seed)
+            candidate = Kept(genomes[i].clone(), score, generation, seed, thumb=thumbs[i])
             if self.entries:
-                if distances is None:
-                    distances = torch.cdist(genomes[order].double(), self.genomes.double())
-                near = int(distances[position].argmin())
-                if float(distances[position, near]) < self.radius:
+                distance = torch.cdist(thumbs[i][None].double(), self.thumbs.double())[0]
+                near = int(distance.argmin())
+                if float(distance[near]) < self.radius:
                     if score > self.entries[near].score:
                         self.entries[near] = candidate  # the niche's new best
                         self._resort()
-                        distances = None
                     continue
             self.entries.append(candidate)
             self._resort()
-            distances = None
 
     def _resort(self) -> None:
         self.entries.sort(key=lambda e: e.score, reverse=True)
         del self.entries[self.capacity:]
-        self.genomes = torch.stack([e.genome for e in self.entries])
+        self.thumbs = torch.stack([e.thumb for e in self.entries])
 
     def best_first(self) -> List[Kept]:
         return list(self.entries)
 
 
-def score_genomes(space, scorer, genomes: torch.Tensor) -> torch.Tensor:
-    """[N] scores, `space.batch` images per generator + scorer forward."""
-    return torch.cat([scorer(space.decode(part)).float().cpu() for part in genomes.split(space.batch)])
+def score_genomes(space, scorer, genomes: torch.Tensor) -> tuple:
+    """([N] scores, [N, 3 * THUMBNAIL ** 2] thumbnails on the CPU), `space.batch` images per forward."""
+    scores, thumbs = [], []
+    for part in genomes.split(space.batch):
+        images = space.decode(part)
+        scores.append(scorer(images).float().cpu())
+        thumbs.append(F.adaptive_avg_pool2d(images, THUMBNAIL).flatten(1).float().cpu())
+    return torch.cat(scores), torch.cat(thumbs)
 
 
 def select_distinct(space, pool: TopPool, keep: int, distinct: float) -> List[Kept]:
@@ -158,7 +169,7 @@ def search_prompt(model, prompt: str, settings, scorer, algorithm: Optional[str]
                         settings.batch)
     scorer.prepare(prompt)
     search = make_algorithm(algorithm, space, settings.population, settings.sigma, settings.seed)
-    pool = TopPool(max(MIN_POOL, POOL_PER_KEPT * settings.keep), NICHE_FRACTION * math.sqrt(2.0 * space.dim))
+    pool = TopPool(max(MIN_POOL, POOL_PER_KEPT * settings.keep), OFFERS_PER_KEPT * settings.keep)
     history, best, stale, evaluations = [], -math.inf, 0, 0
     stop = "budget"
     start = time.perf_counter()
@@ -166,9 +177,9 @@ def search_prompt(model, prompt: str, settings, scorer, algorithm: Optional[str]
         search.prior_seeds = None
         genomes = search.ask()
         seeds = search.prior_seeds  # per genome, when ask() drew prior samples (None where bound() clamped one)
-        scores = score_genomes(space, scorer, genomes)
+        scores, thumbs = score_genomes(space, scorer, genomes)
         search.tell(genomes, scores)
-        pool.add(genomes, scores, generation, seeds)
+        pool.add(genomes, scores, thumbs, generation, seeds)
         evaluations += len(genomes)
         finite = scores[torch.isfinite(scores)]
         generation_best = float(finite.max()) if len(finite) else -math.inf
