@@ -732,3 +732,21 @@ def test_the_readme_search_commands_run_as_printed(tmp_path):
     assert array["parts"] == 2 and [p["prompt_index"] for p in array["prompts"]] == [0, 1]
     assert sorted(os.listdir(tmp_path / "searches" / "00003-search-demo" / "parts")) == [
         "part-000-of-002.json", "part-001-of-002.json"]
+
+
+def test_the_search_api_needs_no_deepspeed_or_submitit(files):
+    """A notebook searches with the D scorer (read from a checkpoint) without DeepSpeed, submitit or a process group."""
+    import subprocess
+    import sys
+
+    script = f"""
+import sys
+from textgan.infer import load_model, search
+run = search(load_model({files['cgan']!r}, device="cpu"), ["a red circle above a blue square"], scorer="d",
+             population=8, generations=2, keep=2)
+print(run.results[0].evaluations, sorted(m for m in sys.modules if m.split(".")[0] in ("deepspeed", "submitit")))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=ROOT))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "16 []"

@@ -241,3 +241,35 @@ def test_a_time_limit_checkpoints_requeues_and_the_job_still_reaches_its_target(
     assert log.count("stopped at kimg") == len(requeues) and "resumed from" in log
     err = open(os.path.join(run_dir, "logs", f"{job_id}_0_log.err")).read()
     assert "this job is timed-out" in err  # submitit: the USR2 came from the time limit
+
+
+def test_a_search_of_four_prompts_is_one_job_array_and_collect_merges_its_parts(slurm_cluster, tmp_path):
+    """`textgan search --array 2` on the real cluster: one job array of 2 tasks through the training launcher,
+    each task searching its half of the prompts (round-robin) and writing its part; `collect` merges them."""
+    from test_generate import tiny_config, write_run
+
+    run_dir = write_run(tmp_path / "runs" / "00000-tiny", tiny_config("stylegan2"))
+    prompts = ["a large yellow triangle in the center", "a small blue triangle on the left",
+               "a red circle above a blue square", "a small green diamond at the top"]
+    (tmp_path / "prompts.txt").write_text("\n".join(prompts) + "\n")
+    proc = subprocess.run([sys.executable, "-m", "textgan", "search", str(run_dir), "--prompts",
+                           str(tmp_path / "prompts.txt"), "--scorer", "d", "--population", "8", "--generations", "2",
+                           "--keep", "2", "--array", "2", "--time", "10", "--signal-delay", "60", "--outdir",
+                           str(tmp_path / "searches")], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    array_id = job_id_of(proc.stdout)
+    assert wait_final(array_id, count=2) == {f"{array_id}_{i}": "COMPLETED" for i in range(2)}
+    folder = os.path.join(tmp_path, "searches", "00000-search-tiny")
+    assert sorted(os.listdir(os.path.join(folder, "parts"))) == ["part-000-of-002.json", "part-001-of-002.json"]
+    with open(os.path.join(folder, "parts", "part-001-of-002.json")) as f:
+        assert [p["prompt_index"] for p in json.load(f)["prompts"]] == [1, 3]
+    collected = subprocess.run([sys.executable, "-m", "textgan", "search", "collect", folder], capture_output=True,
+                               text=True, timeout=300, cwd=ROOT)
+    assert collected.returncode == 0, collected.stderr
+    with open(os.path.join(folder, "search.json")) as f:
+        record = json.load(f)
+    assert [p["prompt"] for p in record["prompts"]] == prompts
+    assert all(p["evaluations"] == 16 and p["baseline"]["evaluations"] == 16 for p in record["prompts"])
+    assert os.path.exists(os.path.join(folder, "grid.png"))
+    for i in range(2):
+        assert os.path.exists(os.path.join(folder, "logs", f"{array_id}_{i}_0_log.out"))
