@@ -323,37 +323,43 @@ def test_device_cuda_without_cuda_exits_2(files, tmp_path, capsys):
 # ---------------------------------------------------------------------- the README's commands
 
 
-def readme_generate_block() -> list:
-    """The lines of the bash block of the README's "Generating images" section, comments dropped."""
+def readme_block(title: str) -> list:
+    """The lines of the bash block of the README's section `## title`, comments dropped."""
     import re
 
     with open(os.path.join(ROOT, "README.md")) as f:
-        section = f.read().split("## Generating images", 1)[1]
+        section = f.read().split(f"## {title}", 1)[1]
     block = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
     return [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def run_readme_lines(lines, cwd) -> None:
+    """Run each line as printed in `cwd`: `textgan ...` as this checkout's textgan (as the installed entry point
+    would run it), anything else through bash; each must exit 0."""
+    import shlex
+
+    for line in lines:
+        if line.startswith("textgan "):
+            argv = [sys.executable, "-m", "textgan", *shlex.split(line, comments=True)[1:]]
+            proc = subprocess.run(argv, capture_output=True, text=True, cwd=cwd, timeout=600,
+                                  env=dict(os.environ, PYTHONPATH=ROOT))
+        else:
+            proc = subprocess.run(["bash", "-c", line], capture_output=True, text=True, cwd=cwd, timeout=60)
+        assert proc.returncode == 0, (line, proc.stderr[-3000:])
 
 
 @pytest.mark.slow
 def test_the_readme_generate_commands_run_as_printed(tmp_path):
     """In a folder holding what the README assumes (the demo's run with its best checkpoint, and a second demo
     run trained as StyleGAN2; fresh weights stand in for trained ones), every line runs as printed."""
-    import shlex
-
     demo = os.path.join(ROOT, "configs", "demo.yaml")
     runs = {"00000-demo": load_config(demo, ["desc=demo"]),
             "00001-demo": load_config(demo, ["desc=demo", "model.arch=stylegan2"])}
     for name, cfg in runs.items():
         write_run(tmp_path / "runs" / name, cfg, best="shapes_alignment")
-    lines = readme_generate_block()
+    lines = readme_block("Generating images")
     assert sum(line.startswith("textgan generate ") for line in lines) >= 5
-    for line in lines:
-        if line.startswith("textgan "):  # this checkout's textgan, as the installed entry point would run it
-            argv = [sys.executable, "-m", "textgan", *shlex.split(line, comments=True)[1:]]
-            proc = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=300,
-                                  env=dict(os.environ, PYTHONPATH=ROOT))
-        else:
-            proc = subprocess.run(["bash", "-c", line], capture_output=True, text=True, cwd=tmp_path, timeout=60)
-        assert proc.returncode == 0, (line, proc.stderr[-3000:])
+    run_readme_lines(lines, tmp_path)
     generated = sorted(os.listdir(tmp_path / "generated"))
     assert generated == ["00000-demo", "00001-demo", "00002-demo", "00003-demo", "00004-demo"]
     first = json.loads((tmp_path / "generated" / "00000-demo" / "generation.json").read_text())

@@ -30,7 +30,7 @@ import pytest
 import torch
 from PIL import Image
 
-from test_generate import ROOT, TINY, tiny_config, write_export, write_run
+from test_generate import ROOT, TINY, readme_block, run_readme_lines, tiny_config, write_export, write_run
 from textgan import cli
 from textgan.config import load_config
 from textgan.errors import UsageError
@@ -688,38 +688,16 @@ def test_a_converged_search_still_keeps_distinct_images(models):
     assert result.diversity is not None and result.diversity < settings.distinct
 
 
-def readme_search_block() -> list:
-    """The lines of the bash block of the README's "Searching for the best images" section."""
-    import re
-
-    with open(os.path.join(ROOT, "README.md")) as f:
-        section = f.read().split("## Searching for the best images", 1)[1]
-    block = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
-    return [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
-
-
 @pytest.mark.slow
 @pytest.mark.multiproc
 def test_the_readme_search_commands_run_as_printed(tmp_path):
     """In a folder holding the demo's run (configs/demo.yaml's networks, fresh weights standing in for trained
     ones), every line of the README's search block runs as printed, the --array --local one through submitit's
     local executor (2 processes), and `collect` merges its parts."""
-    import shlex
-    import subprocess
-    import sys
-
     write_run(tmp_path / "runs" / "00000-demo", load_config(os.path.join(ROOT, "configs", "demo.yaml"), ["desc=demo"]))
-    lines = readme_search_block()
+    lines = readme_block("Searching for the best images")
     assert sum(line.startswith("textgan search ") for line in lines) >= 5
-    for line in lines:
-        if line.startswith("textgan "):
-            argv = [sys.executable, "-m", "textgan", *shlex.split(line, comments=True)[1:], "--no-progress"]
-            argv = argv[:-1] if "collect" in line else argv
-            proc = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=600,
-                                  env=dict(os.environ, PYTHONPATH=ROOT))
-        else:
-            proc = subprocess.run(["bash", "-c", line], capture_output=True, text=True, cwd=tmp_path, timeout=60)
-        assert proc.returncode == 0, (line, proc.stderr[-3000:])
+    run_readme_lines(lines, tmp_path)
     folders = sorted(os.listdir(tmp_path / "searches"))
     assert folders == ["00000-search-demo", "00001-search-demo", "00002-search-demo", "00003-search-demo"]
     cmaes = json.loads((tmp_path / "searches" / "00001-search-demo" / "search.json").read_text())
