@@ -728,3 +728,32 @@ print(run.results[0].evaluations, sorted(m for m in sys.modules if m.split(".")[
                           env=dict(os.environ, PYTHONPATH=ROOT))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == "16 []"
+
+
+def test_a_clip_scorer_and_a_second_clip_verifier_load_local_weights_files(models, tmp_path):
+    """--scorer clip / augclip with --clip-model NAME --clip-weights FILE, and --verifier clip with another file:
+    the searched score is the cosine in the scorer's model, the held-out one is textgan's CLIP score in the
+    verifier's model, recomputed here on the kept pixels."""
+    import open_clip
+
+    from textgan.encoders import load_clip
+    from textgan.metrics.clip_score import clip_scores
+
+    files = {}
+    for name, seed in (("scorer", 1), ("verifier", 2)):  # two different (random) models, saved as weights files
+        torch.manual_seed(seed)
+        files[name] = str(tmp_path / f"{name}.pt")
+        torch.save(open_clip.create_model("textgan-demo-clip").state_dict(), files[name])
+    model = models["sg2"]
+    run = search(model, [CAT], scorer="augclip", augmentations=2, population=8, generations=2, keep=2,
+                 clip_model="textgan-demo-clip", clip_weights=files["scorer"], verifier="clip",
+                 verifier_clip_model="textgan-demo-clip", verifier_clip_weights=files["verifier"])
+    result = run.results[0]
+    assert run.scorer == "augclip" and run.verifier == "clip"
+    verifier_tower = load_clip("textgan-demo-clip", files["verifier"])
+    pixels = torch.from_numpy(np.stack([k.image for k in result.kept])).permute(0, 3, 1, 2).contiguous()
+    expected = clip_scores(verifier_tower, pixels, [CAT] * len(pixels))
+    assert [k.verifier["clip"] for k in result.kept] == pytest.approx(list(expected), abs=1e-5)
+    assert result.verifier == result.kept[0].verifier
+    scorer_tower = load_clip("textgan-demo-clip", files["scorer"])
+    assert not torch.equal(next(scorer_tower.parameters()), next(verifier_tower.parameters()))
