@@ -757,3 +757,55 @@ def test_a_clip_scorer_and_a_second_clip_verifier_load_local_weights_files(model
     assert result.verifier == result.kept[0].verifier
     scorer_tower = load_clip("textgan-demo-clip", files["scorer"])
     assert not torch.equal(next(scorer_tower.parameters()), next(verifier_tower.parameters()))
+
+
+# ------------------------------------------------------------------ textgan eval --search
+
+
+def test_a_searched_generator_searches_each_rows_caption_with_a_seed_of_its_own(models):
+    """What `textgan eval --search` measures: row i is kept[0] of a search for row i's caption, seeded from z_i,
+    so one caption drawn twice gets two searches (two images), each equal to a direct search with that seed."""
+    from textgan.infer.population_search.searched_generator import SearchedGenerator
+
+    model = models["sg2"]
+    settings = SearchSettings(algorithm="ga", population=8, generations=2, keep=1, baseline=False, patience=0,
+                              scorer="d").checked()
+    scorer, _ = build_scorer("d", model)
+    searched = SearchedGenerator(model, settings, scorer)
+    captions = [YELLOW, YELLOW, BLUE]
+    z = torch.randn(3, searched.z_dim, generator=torch.Generator().manual_seed(5))
+    images = searched(z, searched.encode(captions))
+    assert images.shape == (3, 3, 16, 16) and searched.searches == 3 and searched.evaluations == 3 * 16
+    assert not torch.equal(images[0], images[1])
+    import struct
+
+    for i, caption in enumerate(captions):
+        seed = struct.unpack("<I", struct.pack("<f", float(z[i, 0])))[0] % 4096
+        direct = search_prompt(model, caption, SearchSettings(**{**settings.to_dict(), "seed": seed}).checked(), scorer)
+        assert np.array_equal(to_uint8(images[i:i + 1])[0], direct.kept[0].image)
+
+
+@pytest.mark.slow
+def test_textgan_eval_search_measures_searched_images_by_the_plain_protocol(files, tmp_path, capsys):
+    """`textgan eval RUN --metrics shapes_alignment8 --search random --search-budget 16`: the searched images'
+    metric goes to RUN/searched-random-16/ with the search's settings, never into the run's own metric files."""
+    from textgan import eval_cli
+    from textgan.data.building.builder import BuildConfig, build
+
+    val = str(tmp_path / "shapes16-val")
+    build(BuildConfig(source="shapes", split="val", out=val, resolution=16, n=32, samples_per_shard=16, workers=1,
+                      progress=False))
+    run_dir = tmp_path / "run"
+    shutil.copytree(files["sg2"], run_dir)
+    args = [str(run_dir), "--metrics", "shapes_alignment8", "--reference", val, "--device", "cpu", "--batch-size", "4"]
+    assert eval_cli.main(args + ["--search", "random", "--search-budget", "16", "--search-population", "8",
+                                 "--search-scorer", "d"]) == 0
+    out_dir = run_dir / "searched-random-16"
+    record = json.loads((out_dir / "metric-shapes_alignment8.jsonl").read_text().splitlines()[0])
+    assert record["metric"] == "shapes_alignment8" and record["results"]["n"] == 8
+    settings = json.loads((out_dir / "search.json").read_text())["settings"]
+    assert (settings["algorithm"], settings["population"], settings["generations"], settings["scorer"]) == \
+        ("random", 8, 2, "d")
+    assert not list(run_dir.glob("metric-*.jsonl"))
+    assert eval_cli.main(args + ["--search", "sideways"]) == 2
+    assert "--search 'sideways': choose one of ga, cmaes, random" in capsys.readouterr().err

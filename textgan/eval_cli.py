@@ -3,6 +3,12 @@
     textgan eval runs/00003-demo --metrics fid10k,kid10k,clip_score --reference shards/coco64-val
     textgan eval runs/00003-demo/checkpoints/000048 --metrics fid1k_train --num-samples 1000
     textgan eval demo-G.pt --metrics diversity,shapes_alignment
+    textgan eval runs/00003-demo --metrics shapes_alignment --search ga --search-budget 1000   # searched images
+
+--search ALGORITHM measures, instead of plain samples, the best image of a `textgan search` per caption and
+latent (textgan.infer.population_search.searched_generator): the same protocol, captions and counts, so the
+numbers compare with the plain ones. Its results go to RUN/searched-ALGORITHM-BUDGET/ (beside search.json's
+settings), never into the run's own metric files.
 
 RUN_OR_CHECKPOINT: a run directory (its newest complete checkpoint), its checkpoints/ directory, one
 checkpoint directory, or a file written by `textgan export`. G_ema is loaded without DeepSpeed. Settings
@@ -51,7 +57,36 @@ def make_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--allow-overlap", action="store_true", help="measure even if the reference overlaps training")
     add_outdir_option(p, "where metric-NAME.jsonl is appended (default: see above)", dest="out_dir", old=("--out-dir",))
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    g = p.add_argument_group("searched images (see `textgan search`)")
+    g.add_argument("--search", metavar="ALGORITHM", help="measure the best image of a search per caption: ga, cmaes "
+                                                         "or random (best-of-N)")
+    g.add_argument("--search-budget", type=int, default=1000, metavar="N", help="evaluations per image (default 1000)")
+    g.add_argument("--search-population", type=int, default=100, metavar="P", help="population (default 100)")
+    g.add_argument("--search-scorer", default="auto", metavar="SPEC", help="as textgan search --scorer (default auto)")
     return p
+
+
+def searched_generator(args, device):
+    """(G, encode_text, settings record) for --search: every image the best of a search for its caption."""
+    from textgan.infer.model import load_model
+    from textgan.infer.population_search.scorers import build_scorer
+    from textgan.infer.population_search.searched_generator import SearchedGenerator
+    from textgan.infer.population_search.settings import SearchSettings
+
+    from textgan.infer.population_search.settings import ALGORITHMS
+
+    if args.search not in ALGORITHMS:
+        raise UsageError(f"--search {args.search!r}: choose one of {', '.join(ALGORITHMS)}")
+    settings = SearchSettings(algorithm=args.search, budget=args.search_budget, population=min(
+        args.search_population, args.search_budget), scorer=args.search_scorer, patience=0, keep=1,
+        baseline=False).checked()
+    model = load_model(args.run, device=device)
+    scorer, spec = build_scorer(settings.scorer, model)
+    settings.scorer = spec
+    settings.check_scorer(spec)
+    searched = SearchedGenerator(model, settings, scorer)
+    return searched, searched.encode, {"model": os.path.abspath(args.run), "sha256": model.sha256,
+                                       "settings": settings.to_dict()}
 
 
 def load_for_eval(path: str, device):
@@ -66,6 +101,14 @@ def load_for_eval(path: str, device):
 
     G, cfg, info = load_generator_from_checkpoint(path, device=device)
     return G, cfg, {"kimg": info["kimg"], "tick": info["tick"], "snapshot": info["checkpoint"]}, info["run_dir"]
+
+
+def write_search_record(out_dir: str, record: dict) -> None:
+    import json
+
+    from textgan.atomic import write_text_atomic
+
+    write_text_atomic(os.path.join(out_dir, "search.json"), json.dumps(record, indent=1) + "\n")
 
 
 def metrics_config(args, run_cfg) -> MetricsConfig:
@@ -120,9 +163,15 @@ def main(argv=None, prog: str = "textgan eval") -> int:
         out_dir = args.out_dir or default_out
         if not os.path.isdir(out_dir):
             raise UsageError(f"--outdir {out_dir} is not a directory")
-        text = TextConditioner(run_cfg.text_encoder, {}, runtime.device)
+        if args.search is not None:
+            G, encode, record = searched_generator(args, runtime.device)
+            out_dir = os.path.join(out_dir, f"searched-{args.search}-{args.search_budget}")
+            os.makedirs(out_dir, exist_ok=True)
+            write_search_record(out_dir, record)
+        else:
+            encode = TextConditioner(run_cfg.text_encoder, {}, runtime.device).encode
         evaluator = MetricEvaluator(cfg, runtime=runtime, run_dir=out_dir)
-        report = evaluator.run(G, text.encode, **info)
+        report = evaluator.run(G, encode, **info)
     except UsageError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return e.exit_code
