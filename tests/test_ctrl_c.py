@@ -8,6 +8,7 @@ whole process group (submit.py, submitit's local controller, 2 ranks, 2 loader w
 engines on gloo, shapes shards.
 """
 
+import json
 import os
 import re
 import shlex
@@ -82,6 +83,11 @@ def test_ctrl_c_saves_at_the_next_step_prints_the_resume_command_and_the_resumed
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout
     assert [deterministic(line) for line in stats_lines(run_dir)] == reference
+    with open(os.path.join(run_dir, "attempts.jsonl")) as f:  # the manual resume is the run's second attempt
+        attempts = [json.loads(line) for line in f]
+    assert [(a["event"], a["attempt"], a.get("outcome")) for a in attempts] == [
+        ("start", 1, None), ("end", 1, "interrupted"), ("start", 2, None), ("end", 2, "completed")]
+    assert attempts[2]["resume"] is not None  # it resumed (from the saved checkpoint)
 
 
 @pytest.mark.slow

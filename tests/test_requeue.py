@@ -120,6 +120,10 @@ def test_a_signalled_local_job_checkpoints_requeues_itself_and_finishes_with_the
     records = read_jsonl(os.path.join(run_dir, "requeues.jsonl"))
     assert [r["requeue"] for r in records] == [1]
     assert [deterministic(line) for line in stats_lines(run_dir)] == reference
+    attempts = read_jsonl(os.path.join(run_dir, "attempts.jsonl"))  # both attempts, without Slurm's history
+    assert [(a["event"], a["attempt"], a.get("outcome")) for a in attempts] == [
+        ("start", 1, None), ("end", 1, "requeued"), ("start", 2, None), ("end", 2, "completed")]
+    assert attempts[2]["resume"] == "auto" and attempts[1]["kimg"] < attempts[3]["kimg"] == TOTAL_KIMG
 
 
 @pytest.mark.slow
@@ -133,6 +137,9 @@ def test_with_no_requeues_left_the_state_is_saved_and_the_job_says_how_to_resume
     assert "max_requeues=0" in out and f"--resume {run_dir}" in out
     assert "training failed" in err and "not requeued" in err
     assert not os.path.exists(os.path.join(run_dir, "requeues.jsonl"))
+    attempts = read_jsonl(os.path.join(run_dir, "attempts.jsonl"))
+    assert [(a["event"], a.get("outcome")) for a in attempts] == [("start", None), ("end", "failed")]
+    assert "not requeued" in attempts[1]["error"]
     from textgan.train.checkpoint import find_latest
 
     assert "stopped at kimg" in out

@@ -74,6 +74,13 @@ def test_demo_job_produces_a_complete_run_directory(tmp_path, shards):
     ckpts = run_dir / "checkpoints"
     complete = [d for d in os.listdir(ckpts) if (ckpts / d / "COMPLETE").exists()]
     assert complete, os.listdir(ckpts)
+    # what a monitor reads without Slurm: the last heartbeat and the attempt's start and end
+    heartbeat = json.loads((run_dir / "heartbeat.json").read_text())
+    assert (heartbeat["phase"], heartbeat["kimg"], heartbeat["tick"], heartbeat["attempt"]) == ("finished", 0.032, 2, 1)
+    attempts = [json.loads(line) for line in (run_dir / "attempts.jsonl").read_text().splitlines()]
+    assert [(a["event"], a["attempt"], a.get("outcome")) for a in attempts] == [("start", 1, None),
+                                                                                ("end", 1, "completed")]
+    assert attempts[1]["kimg"] == 0.032 and attempts[0]["job_id"] == heartbeat["job_id"] is not None
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

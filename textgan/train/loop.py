@@ -17,6 +17,7 @@ from textgan.augment.ada import AugmentPipe
 from textgan.data.loading.loader import eval_loader, train_loader
 from textgan.train.checkpoint import checkpoint_tag, find_latest, load_checkpoint, save_checkpoint
 from textgan.train.grids import fixed_grid_inputs, save_grid
+from textgan.train.heartbeat import Heartbeat, job_identity
 from textgan.train.periodic_metrics import PeriodicMetrics
 from textgan.train.rundir import config_hash, write_run_info
 from textgan.train.schedules import apply_lr, lr_multiplier
@@ -45,18 +46,23 @@ def threads_per_rank(cfg, runtime) -> int:
     return max(1, cores // runtime.local_world_size)
 
 
-def training_loop(cfg, runtime, run_dir: str, resume=None, init_from=None, argv=(), stop_requested=None) -> dict:
+def training_loop(cfg, runtime, run_dir: str, resume=None, init_from=None, argv=(), stop_requested=None,
+                  identity=None) -> dict:
     """stop_requested: a collective () -> bool asked at every step boundary (textgan.train.preempt); when it
     says True, every rank saves a checkpoint (with the partial tick) and the result has "stopped": True.
+    identity: the job and attempt (textgan.train.heartbeat.job_identity) the heartbeat names.
 
     Every way out (the end, a stop, an error) closes what the run opened: the data loader's workers
     ignore SIGTERM, so workers left running after an error would keep the process from exiting."""
     with contextlib.ExitStack() as opened:
-        return _train(cfg, runtime, run_dir, resume, init_from, argv, stop_requested, opened)
+        return _train(cfg, runtime, run_dir, resume, init_from, argv, stop_requested, opened, identity)
 
 
-def _train(cfg, runtime, run_dir, resume, init_from, argv, stop_requested, opened: contextlib.ExitStack) -> dict:
+def _train(cfg, runtime, run_dir, resume, init_from, argv, stop_requested, opened: contextlib.ExitStack,
+           identity=None) -> dict:
     log = print if runtime.is_main else (lambda *a, **k: None)
+    heartbeat = Heartbeat(run_dir, identity or job_identity(), enabled=runtime.is_main)
+    heartbeat.beat(0.0, 0, "starting", force=True)
     attempt_start, elapsed_before = time.time(), 0.0  # elapsed_before: earlier attempts' time (checkpoint)
     warnings_from = warning_mark()  # run.json records the warnings given while this run is built
     torch.set_num_threads(threads_per_rank(cfg, runtime))
@@ -111,10 +117,12 @@ def _train(cfg, runtime, run_dir, resume, init_from, argv, stop_requested, opene
         tick_start -= partial_tick["seconds"]
         collector.load_state_dict(partial_tick["stats"])
     stopped = False
+    heartbeat.beat(state.cur_nimg / 1000, state.tick, "training", force=True)
     log(f"training {cfg.model.arch} at {cfg.data.resolution} px on {runtime.world_size} rank(s) "
         f"({runtime.device.type}); run dir {run_dir}")
     while state.cur_nimg < total_nimg:
         if stop_requested is not None and stop_requested():  # preemption / time limit: save, leave
+            heartbeat.beat(state.cur_nimg / 1000, state.tick, "saving", force=True)
             partial = {"tick_start_nimg": tick_start_nimg, "skipped_before": skipped_before,
                        "seconds": time.time() - tick_start, "stats": collector.state_dict()}
             path = save_checkpoint(ckpt_root, checkpoint_tag(state.cur_nimg), engines, client_state(),
@@ -122,12 +130,14 @@ def _train(cfg, runtime, run_dir, resume, init_from, argv, stop_requested, opene
                                    rank_state={"loader": loader.state_dict(), "partial_tick": partial})
             log(f"stopped at kimg {state.cur_nimg / 1000:.3f} (tick {state.tick + 1} in progress); saved {path}")
             stopped = path
+            heartbeat.beat(state.cur_nimg / 1000, state.tick, "stopped", force=True)
             break
         multiplier = lr_multiplier(cfg.optim.lr_schedule, state.cur_nimg / 1000, cfg.schedule.total_kimg,
                                    cfg.optim.warmup_kimg)
         apply_lr(engines.G_opt, engines.G_base_lr, multiplier)
         apply_lr(engines.D_opt, engines.D_base_lr, multiplier)
         step_stats = train_step(setup, batch_iter, state)
+        heartbeat.beat(state.cur_nimg / 1000, state.tick)  # writes only every EVERY_S seconds
         for name, value in step_stats.items():
             collector.report(name, value)
         if isinstance(augment, AugmentPipe) and state.batch_idx % cfg.augment.ada_interval == 0:
@@ -155,19 +165,24 @@ def _train(cfg, runtime, run_dir, resume, init_from, argv, stop_requested, opene
             path = os.path.join(run_dir, f"fakes{checkpoint_tag(state.cur_nimg)}.png")  # one per snapshot, as checkpoints
             grid = save_grid(generate(engines.G_ema, text, grid_captions, grid_z), grid_captions, path, ncol=4)
             writer.add_image_grid("Samples/fakes", grid, state.cur_nimg / 1000)
+        heartbeat.beat(state.cur_nimg / 1000, state.tick, "saving", force=True)
         snapshot = None
         if done or state.tick % cfg.schedule.network_snapshot_ticks == 0:
             snapshot = save_checkpoint(ckpt_root, checkpoint_tag(state.cur_nimg), engines, client_state(),
                                        cfg.schedule.keep_checkpoints, rank_state={"loader": loader.state_dict()})
         if metrics.due(state.tick, done):  # every rank; after the checkpoint, so a result names its snapshot
+            heartbeat.beat(state.cur_nimg / 1000, state.tick, "metrics", force=True)
             metrics.run(engines, text, state, writer, snapshot, client_state(), {"loader": loader.state_dict()})
         tick_start_nimg, tick_start, skipped_before = state.cur_nimg, time.time(), loader.skipped
+        heartbeat.beat(state.cur_nimg / 1000, state.tick, "training", force=True)
 
     result = {"run_dir": run_dir, "kimg": state.cur_nimg / 1000, "checkpoints": ckpt_root,
               "tensorboard": run_dir, "samples": os.path.join(run_dir, "fakes*.png")}
     result.update(metrics.summary())  # latest metrics, best checkpoint, shapes_alignment on shapes data
     if stopped:
         result["stopped"], result["stop_checkpoint"] = True, stopped
+    else:
+        heartbeat.beat(state.cur_nimg / 1000, state.tick, "finished", force=True)
     writer.close()
     return result
 

@@ -21,6 +21,7 @@ import os
 from omegaconf import OmegaConf
 
 from textgan.config import TrainConfig
+from textgan.train.heartbeat import error_line, job_identity, next_attempt, record_attempt
 from textgan.train.preempt import REQUEUE_LOG
 
 
@@ -52,14 +53,22 @@ class Trainer:
 
         runtime = Runtime.from_env()
         resume = self.resume_for_this_attempt()
+        identity = job_identity(attempt=next_attempt(self.run_dir))
         if runtime.is_main:
-            print(_attempt_banner(self.run_dir, resume), flush=True)
+            print(_attempt_banner(self.run_dir, resume, identity["attempt"]), flush=True)
+            record_attempt(self.run_dir, "start", identity, resume=None if resume is None else str(resume))
+        ended = (lambda outcome, **f: record_attempt(self.run_dir, "end", identity, outcome=outcome, **f)
+                 ) if runtime.is_main else (lambda outcome, **f: None)
         runtime.init_distributed()
         finished = False
         try:
             result = training_loop(self.config(), runtime, self.run_dir, resume=resume, init_from=self.init_from,
-                                   argv=self.argv, stop_requested=watch.stop_requested(runtime) if watch else None)
+                                   argv=self.argv, stop_requested=watch.stop_requested(runtime) if watch else None,
+                                   identity=identity)
             finished = True
+        except BaseException as e:
+            ended("failed", error=error_line(e))
+            raise
         finally:
             # Tear the process group down on every rank: a gloo group left to the interpreter's exit
             # can abort one rank while another is still leaving, and the job then fails although
@@ -67,11 +76,20 @@ class Trainer:
             # stuck in a different collective, or gone) and let the original error surface.
             if not finished:
                 _destroy_process_group_quietly()
-        if result.get("stopped") and watch.interrupted:  # Ctrl-C: saved; submit.py says how to resume
+        if result.get("stopped") and watch.interrupted:  # Ctrl-C: saved; the launcher says how to resume
+            ended("interrupted", kimg=result["kimg"])
             runtime.shutdown()
             return dict(result, interrupted=True)
         if result.get("stopped"):
-            watch.finish_interrupted(runtime)  # requeues (or says why not); never returns
+            try:
+                watch.finish_interrupted(runtime)  # requeues (or says why not); never returns
+            except SystemExit:
+                ended("requeued", kimg=result["kimg"])
+                raise
+            except BaseException as e:
+                ended("failed", error=error_line(e), kimg=result["kimg"])
+                raise
+        ended("completed", kimg=result["kimg"])
         if watch is not None:
             watch.ignore_further_signals()  # training is complete: a late warning must not kill the exit
         runtime.shutdown()
@@ -114,12 +132,12 @@ def requeue_count(run_dir: str) -> int:
         return 0
 
 
-def _attempt_banner(run_dir: str, resume) -> str:
+def _attempt_banner(run_dir: str, resume, attempt: int) -> str:
     """One line per attempt in the (appended) log, so the attempts of a requeued job stay apart."""
     job = os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID") or "-"
     restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
     now = datetime.datetime.now().isoformat(timespec="seconds")
-    return (f"==== textgan attempt {requeue_count(run_dir) + 1} (job {job}, Slurm restart count {restarts}, "
+    return (f"==== textgan attempt {attempt} (job {job}, Slurm restart count {restarts}, "
             f"{now}): {'resuming ' + str(resume) if resume else 'new run'} in {run_dir} ====")
 
 
