@@ -26,6 +26,7 @@ HELPS = {
     ("eval",): "usage: textgan eval [-h] [--metrics METRICS]",
     ("generate",): "usage: textgan generate [-h] [--prompt TEXT | --prompts FILE]",
     ("search",): "usage: textgan search [-h] [--prompt TEXT | --prompts FILE]",
+    ("monitor",): "usage: textgan monitor [-h] [--json] [PATH ...]",
     ("search", "collect"): "usage: textgan search collect [-h] FOLDER",
 }
 
@@ -65,7 +66,7 @@ def test_the_top_level_help_lists_every_command():
     out = textgan("--help").stdout
     listed = [line.split()[0] for line in out.split("commands:")[1].splitlines()[2:] if line.startswith("    ")
               and not line.startswith("     ")]
-    assert listed == list(SUBCOMMANDS) == ["train", "sweep", "shards", "export", "eval", "generate", "search"]
+    assert listed == list(SUBCOMMANDS) == ["train", "sweep", "shards", "export", "eval", "generate", "monitor", "search"]
 
 
 @pytest.mark.parametrize("module", [["-m", "textgan"], ["-m", "textgan.cli"]])
@@ -76,9 +77,9 @@ def test_version(module):
 
 @pytest.mark.parametrize("argv, message", [
     (["bogus"], "textgan: error: argument COMMAND: invalid choice: 'bogus' (choose from 'train', 'sweep', 'shards', "
-                "'export', 'eval', 'generate', 'search')"),
+                "'export', 'eval', 'generate', 'monitor', 'search')"),
     (["--bogus"], "textgan: error: unrecognized arguments: --bogus"),
-    ([], "textgan: error: a command is required: train, sweep, shards, export, eval, generate, search"),
+    ([], "textgan: error: a command is required: train, sweep, shards, export, eval, generate, monitor, search"),
     (["train", "--config", "configs/demo.yaml", "--bogus"], "textgan train: error: unrecognized arguments: --bogus"),
     (["train"], "textgan train: error: the following arguments are required: --config"),
     (["sweep", "--dry-run"], "textgan sweep: error: the following arguments are required to submit a sweep: "
@@ -233,7 +234,7 @@ def readme_textgan_commands() -> list:
 
 
 # need what only a finished run or sweep has (a sweep directory, a run to export): not runnable here
-NEEDS_A_RUN = ("collect", "export", "eval", "generate", "search")
+NEEDS_A_RUN = ("collect", "export", "eval", "generate", "search", "monitor")
 RUNNABLE = [c for c in readme_textgan_commands() if c[1] not in NEEDS_A_RUN and "collect" not in c]
 
 

@@ -10,7 +10,8 @@ inside functions), so that a backward import fails here rather than in review:
 - data/ imports no room above it, and its rooms follow the flow: sources know nothing of building or
   loading, building and loading know nothing of each other;
 - augment/ (what D sees) imports only the data it decodes and errors;
-- train/ and infer/ import nothing from launch/ (a notebook generates without the launcher).
+- train/ and infer/ import nothing from launch/ (a notebook generates without the launcher);
+- monitor/ imports neither torch nor the rooms that need it (it must start at once on a login node).
 """
 
 import ast
@@ -130,3 +131,14 @@ def test_inference_imports_nothing_from_the_launch_room():
     importers = sorted(path for path in paths
                        if any(m == "textgan.launch" or m.startswith("textgan.launch.") for m in _textgan_imports(path)))
     assert importers == []
+
+
+def test_the_monitor_imports_no_torch_and_no_heavy_room():
+    allowed_textgan = ("textgan.errors", "textgan.files", "textgan.atomic", "textgan.monitor", "textgan.metrics.history",
+                       "textgan.train.heartbeat")
+    for path, tree in MODULES.items():
+        if path.startswith("monitor" + os.sep):
+            for module, _ in _imports(tree, path):
+                assert module.split(".")[0] not in ("torch", "numpy", "deepspeed", "submitit"), (path, module)
+                if module.split(".")[0] == "textgan":
+                    assert module.startswith(allowed_textgan), (path, module)

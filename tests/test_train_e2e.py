@@ -81,6 +81,12 @@ def test_demo_job_produces_a_complete_run_directory(tmp_path, shards):
     assert [(a["event"], a["attempt"], a.get("outcome")) for a in attempts] == [("start", 1, None),
                                                                                 ("end", 1, "completed")]
     assert attempts[1]["kimg"] == 0.032 and attempts[0]["job_id"] == heartbeat["job_id"] is not None
+    from textgan.monitor.run_state import read_run
+
+    row = read_run(str(run_dir))  # the monitor's view of the finished run
+    assert (row["kimg"], row["total_kimg"], row["progress"], row["tick"], row["eta_sec"]) == (0.032, 0.032, 1.0, 2, 0.0)
+    assert [a["outcome"] for a in row["attempts"]] == ["completed"] and row["heartbeat"]["phase"] == "finished"
+    assert "shapes_alignment" in row["metrics"]
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

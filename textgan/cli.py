@@ -22,6 +22,8 @@ SUBCOMMANDS = {
     "eval": ("textgan.eval_cli", "measure FID/KID/IS, CLIP score, diversity or shapes alignment of a run's G_ema"),
     "generate": ("textgan.infer.generate_cmd", "images of prompts x seeds from a run, checkpoint or exported file "
                                                "(PNGs, grid, generation.json)"),
+    "monitor": ("textgan.monitor.cli", "what each run is doing: progress, speed, ETA, attempts, heartbeat, metrics "
+                                       "(from its run directory)"),
     "search": ("textgan.launch.search_cmd", "the best images for prompts: GA / CMA-ES search over latents vs "
                                             "best-of-N, with a held-out verifier; `search collect DIR` merges parts"),
 }

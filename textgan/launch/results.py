@@ -12,50 +12,17 @@ import csv
 import glob
 import io
 import json
-import math
 import os
-import re
 import subprocess
 from typing import Dict, List, Optional
 
 from textgan.files import read_jsonl
+from textgan.metrics.history import lower_is_better, metric_summary  # noqa: F401  (part of this module's API)
 
 SWEEP_FILE = "sweep.json"
 CSV_FILE = "results.csv"
 MARKDOWN_FILE = "results.md"
 HPARAMS_SUFFIX = ".sweep-hparams"  # our TensorBoard event files in each point's run dir (replaced on collect)
-_LOWER_IS_BETTER = re.compile(r"^(fid|kid|lpips)|loss|distance", re.IGNORECASE)
-
-
-def lower_is_better(metric: str) -> bool:
-    return bool(_LOWER_IS_BETTER.search(metric))
-
-
-def metric_summary(path: str) -> Dict[str, dict]:
-    """{column: {"latest", "best", "best_kimg"}} for one metric-NAME.jsonl."""
-    metric = os.path.basename(path)[len("metric-"):-len(".jsonl")]
-    by_tick = {}
-    for entry in read_jsonl(path, tolerant=True):  # a resumed run may measure a tick again: the last measurement counts
-        if isinstance(entry.get("results"), dict):
-            by_tick[(entry.get("tick"), entry.get("kimg"))] = entry
-    series: Dict[str, list] = {}
-    for entry in sorted(by_tick.values(), key=lambda e: float(e.get("kimg") or 0)):
-        # The evaluator's lines carry the metric's headline number as "value" (e.g. fid10k's FID),
-        # the details in "results"; older lines only "results".
-        items = list(entry["results"].items())
-        if entry.get("value") is not None:
-            items = [(metric, entry["value"])] + [(k, v) for k, v in items if k != metric]
-        for key, value in items:
-            if key == "n" or isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                continue
-            column = metric if key == metric else f"{metric}/{key}"
-            series.setdefault(column, []).append((float(entry.get("kimg") or 0), float(value)))
-    out = {}
-    for column, values in series.items():
-        pick = min if lower_is_better(column) else max
-        best_kimg, best = pick(values, key=lambda kv: kv[1])
-        out[column] = {"latest": values[-1][1], "best": best, "best_kimg": best_kimg}
-    return out
 
 
 def point_row(run_dir: str) -> dict:
