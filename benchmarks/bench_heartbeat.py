@@ -57,7 +57,7 @@ def run(quick: bool = False) -> list:
     opts = {"shards": shapes_shards(), "window": 5 if quick else 20, "repeats": 3 if quick else 6}
     (out,) = spawn_ranks(timing_job, 1, args=(opts,), threads=os.cpu_count())
     plain = statistics.median(out["rates"]["plain"])
-    notes = [f"a 30 s interval writes once per {30 * plain:.0f} demo steps; the steps/s ratios move by about 1-2% "
+    notes = [f"a 30 s interval writes once per {30 * plain:.0f} demo steps; the steps/s ratios move by several percent "
              "from window to window on this shared machine, more than the heartbeat costs, so heartbeat/write_share "
              "(the directly timed write over the step) is the number that shows the bound"]
     share = Result(name="heartbeat/write_share", what="one heartbeat write (atomic JSON of ~300 bytes, 1000 timed) "
