@@ -66,14 +66,13 @@ def make_parser(prog: str) -> argparse.ArgumentParser:
     return p
 
 
-def searched_generator(args, device):
-    """(G, encode_text, settings record) for --search: every image the best of a search for its caption."""
+def load_searched(args, device):
+    """load_for_eval's (G, cfg, info, default_out) for --search, G a SearchedGenerator: every image the best of a
+    search for its caption; and the settings record written beside its results."""
     from textgan.infer.model import load_model
     from textgan.infer.population_search.scorers import build_scorer
     from textgan.infer.population_search.searched_generator import SearchedGenerator
-    from textgan.infer.population_search.settings import SearchSettings
-
-    from textgan.infer.population_search.settings import ALGORITHMS
+    from textgan.infer.population_search.settings import ALGORITHMS, SearchSettings
 
     if args.search not in ALGORITHMS:
         raise UsageError(f"--search {args.search!r}: choose one of {', '.join(ALGORITHMS)}")
@@ -84,9 +83,10 @@ def searched_generator(args, device):
     scorer, spec = build_scorer(settings.scorer, model)
     settings.scorer = spec
     settings.check_scorer(spec)
-    searched = SearchedGenerator(model, settings, scorer)
-    return searched, searched.encode, {"model": os.path.abspath(args.run), "sha256": model.sha256,
-                                       "settings": settings.to_dict()}
+    snapshot = os.path.dirname(model.weights_file) if model.kind == "checkpoint" else model.weights_file
+    info = {"kimg": model.kimg, "tick": model.tick, "snapshot": snapshot}
+    record = {"model": os.path.abspath(args.run), "sha256": model.sha256, "settings": settings.to_dict()}
+    return SearchedGenerator(model, settings, scorer), model.cfg, info, model.run_dir, record
 
 
 def load_for_eval(path: str, device):
@@ -158,18 +158,20 @@ def main(argv=None, prog: str = "textgan eval") -> int:
         runtime = Runtime.from_env(device=args.device)
         if runtime.world_size > 1:
             runtime.init_distributed()
-        G, run_cfg, info, default_out = load_for_eval(args.run, runtime.device)
+        if args.search is not None:  # the model is loaded once, as textgan search loads it
+            G, run_cfg, info, default_out, record = load_searched(args, runtime.device)
+            encode = G.encode
+        else:
+            G, run_cfg, info, default_out = load_for_eval(args.run, runtime.device)
+            encode = TextConditioner(run_cfg.text_encoder, {}, runtime.device).encode
         cfg = metrics_config(args, run_cfg)
         out_dir = args.out_dir or default_out
         if not os.path.isdir(out_dir):
             raise UsageError(f"--outdir {out_dir} is not a directory")
         if args.search is not None:
-            G, encode, record = searched_generator(args, runtime.device)
             out_dir = os.path.join(out_dir, f"searched-{args.search}-{args.search_budget}")
             os.makedirs(out_dir, exist_ok=True)
             write_search_record(out_dir, record)
-        else:
-            encode = TextConditioner(run_cfg.text_encoder, {}, runtime.device).encode
         evaluator = MetricEvaluator(cfg, runtime=runtime, run_dir=out_dir)
         report = evaluator.run(G, encode, **info)
     except UsageError as e:

@@ -49,30 +49,26 @@ class DiffAugment(nn.Module):
         image: a scorer that averages views then judges every image on the same views, wherever it sits in
         its batch); by default each image gets its own, as in training."""
         g = generator if generator is not None else self.generator
-        self._draws = 1 if same_for_all else None
+        draws = 1 if same_for_all else x.shape[0]  # parameter sets drawn; one broadcasts over the batch
         for name in self.policy:
-            x = getattr(self, f"_{name}")(x, g)
+            x = getattr(self, f"_{name}")(x, g, draws)
         return x
 
-    def _count(self, n: int) -> int:
-        """How many parameter sets to draw for a batch of n."""
-        return getattr(self, "_draws", None) or n
-
-    def _color(self, x, g):
-        n, device = self._count(x.shape[0]), x.device
-        x = x + (uniform([n, 1, 1, 1], g, device).to(x.dtype) - 0.5)
+    def _color(self, x, g, draws):
+        device = x.device
+        x = x + (uniform([draws, 1, 1, 1], g, device).to(x.dtype) - 0.5)
         mean = x.mean(dim=1, keepdim=True)
-        x = (x - mean) * (uniform([n, 1, 1, 1], g, device).to(x.dtype) * 2) + mean
+        x = (x - mean) * (uniform([draws, 1, 1, 1], g, device).to(x.dtype) * 2) + mean
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        return (x - mean) * (uniform([n, 1, 1, 1], g, device).to(x.dtype) + 0.5) + mean
+        return (x - mean) * (uniform([draws, 1, 1, 1], g, device).to(x.dtype) + 0.5) + mean
 
-    def _translation(self, x, g):
+    def _translation(self, x, g, draws):
         n, _, height, width = x.shape
         device = x.device
 
         def shifted(size):  # source index per output pixel; out of range -> zero padding
             limit = int(size * self.translation_ratio + 0.5)
-            shift = integers(-limit, limit + 1, [self._count(n), 1], g, device).expand(n, 1)
+            shift = integers(-limit, limit + 1, [draws, 1], g, device).expand(n, 1)
             index = torch.arange(size, device=device)[None] - shift
             return index.clamp(0, size - 1), (index >= 0) & (index < size)
 
@@ -81,13 +77,13 @@ class DiffAugment(nn.Module):
         inside = (rows_inside[:, :, None] & cols_inside[:, None, :])[:, None].to(x.dtype)
         return gather_pixels(x, rows, cols) * inside
 
-    def _cutout(self, x, g):
+    def _cutout(self, x, g, draws):
         n, _, height, width = x.shape
         device = x.device
 
         def outside(size):  # True where the pixel is outside the cut along this axis
             cut = int(size * self.cutout_ratio + 0.5)
-            centre = integers(0, size + (1 - cut % 2), [self._count(n), 1], g, device).expand(n, 1)
+            centre = integers(0, size + (1 - cut % 2), [draws, 1], g, device).expand(n, 1)
             start = centre - cut // 2
             index = torch.arange(size, device=device)[None]
             return (index < start) | (index >= start + cut)

@@ -20,8 +20,8 @@ from textgan.infer.seeds import parse_seeds
 # uses parse_seeds and read_prompt_file) and `textgan generate --help` stay instant. (The module is
 # `generation`, not `generate`: once imported, a submodule named like the function would shadow it here.)
 _LAZY = {"load_model": "model", "Model": "model", "resolve_device": "model", "generate": "generation",
-         "iter_generate": "generation", "synthesize": "generation", "latent": "generation", "Sample": "generation",
-         "check_truncation": "generation", "search": "population_search.run",
+         "iter_generate": "generation", "synthesize": "generation", "latent": "generation", "latents": "generation",
+         "Sample": "generation", "check_truncation": "generation", "search": "population_search.run",
          "SearchSettings": "population_search.settings"}
 
 

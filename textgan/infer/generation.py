@@ -45,7 +45,14 @@ class Sample:
 
 def latent(seed: int, z_dim: int) -> torch.Tensor:
     """z [1, z_dim] of `seed`, float32 on the CPU: the same on every device and in every batch."""
-    return torch.randn([1, z_dim], generator=torch.Generator().manual_seed(int(seed)))
+    return latents([seed], z_dim)
+
+
+def latents(seeds, z_dim: int) -> torch.Tensor:
+    """[len(seeds), z_dim]: row i is latent(seeds[i]). One generator re-seeded per seed (~3 us per seed instead
+    of ~5 with a new one each time: a search draws up to 100,000 per prompt)."""
+    g = torch.Generator()
+    return torch.cat([torch.randn([1, z_dim], generator=g.manual_seed(int(s))) for s in seeds])
 
 
 def check_truncation(model, psi: float = 1.0, trunc_cutoff: Optional[int] = None, centre: str = "conditional") -> None:
@@ -100,7 +107,7 @@ def iter_generate(model, prompts: Sequence[str], seeds: Sequence[int], psi: floa
     conditional = psi != 1 and centre == "conditional"
     for start in range(0, len(pairs), int(batch)):
         step = pairs[start:start + int(batch)]
-        z = torch.cat([latent(s, model.G.z_dim) for _, _, s in step])
+        z = latents([s for _, _, s in step], model.G.z_dim)
         c = model.embed([p for _, p, _ in step])
         w_avg = torch.stack([model.centre(p) for _, p, _ in step]) if conditional else None
         images = synthesize(model, z, c, psi, trunc_cutoff, w_avg)

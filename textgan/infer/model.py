@@ -60,6 +60,7 @@ class Model:
     weights_file: str
     sha256: str
     kind: str  # "checkpoint" or "export"
+    run_dir: Optional[str] = None  # the run directory of a checkpoint; an export's folder
     kimg: Optional[float] = None
     tick: Optional[int] = None
     # per-prompt caches: a prompt's embedding and centre are computed once, each prompt on its own
@@ -121,7 +122,7 @@ def load_model(path, device="auto") -> Model:
     if os.path.isfile(path):
         data = read_export(path)
         G, cfg = generator_from_export(data, path, device)
-        weights_file, kind = path, "export"
+        weights_file, kind, run_dir = path, "export", os.path.dirname(os.path.abspath(path))
         kimg, tick = data.get("kimg"), data.get("tick")
     else:
         try:
@@ -131,11 +132,11 @@ def load_model(path, device="auto") -> Model:
                 raise UsageError(f"no model at {path}: give a run directory (runs/00000-demo), a checkpoint "
                                  "directory, or a file written by `textgan export`") from e
             raise
-        weights_file, kind = os.path.join(info["checkpoint"], WEIGHTS_FILE), "checkpoint"
+        weights_file, kind, run_dir = os.path.join(info["checkpoint"], WEIGHTS_FILE), "checkpoint", info["run_dir"]
         kimg, tick = info["kimg"], info["tick"]
     tower = load_text_tower(cfg.text_encoder, device)
     if tower.dim != G.c_dim:
         raise UsageError(f"{path}: its text encoder {cfg.text_encoder.model!r} embeds in {tower.dim} dimensions but "
                          f"the generator was trained on {G.c_dim}; is the config the run's own?")
     return Model(G=G, cfg=cfg, tower=tower, path=path, weights_file=os.path.abspath(weights_file),
-                 sha256=sha256_file(weights_file), kind=kind, kimg=kimg, tick=tick)
+                 sha256=sha256_file(weights_file), kind=kind, run_dir=run_dir, kimg=kimg, tick=tick)

@@ -171,10 +171,10 @@ def main(argv=None, prog: str = "textgan search") -> int:
     except UsageError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return e.exit_code
-    del model
     if request is not None:
+        del model  # each array task loads its own
         return submit_array(args, request, folder, prog)
-    run_part(folder, 0, 1, progress=not args.no_progress)
+    run_part(folder, 0, 1, progress=not args.no_progress, model=model)  # the model the checks loaded
     report(collect(folder), folder)
     return 0
 

@@ -165,9 +165,9 @@ def _train(cfg, runtime, run_dir, resume, init_from, argv, stop_requested, opene
             path = os.path.join(run_dir, f"fakes{checkpoint_tag(state.cur_nimg)}.png")  # one per snapshot, as checkpoints
             grid = save_grid(generate(engines.G_ema, text, grid_captions, grid_z), grid_captions, path, ncol=4)
             writer.add_image_grid("Samples/fakes", grid, state.cur_nimg / 1000)
-        heartbeat.beat(state.cur_nimg / 1000, state.tick, "saving", force=True)
         snapshot = None
         if done or state.tick % cfg.schedule.network_snapshot_ticks == 0:
+            heartbeat.beat(state.cur_nimg / 1000, state.tick, "saving", force=True)
             snapshot = save_checkpoint(ckpt_root, checkpoint_tag(state.cur_nimg), engines, client_state(),
                                        cfg.schedule.keep_checkpoints, rank_state={"loader": loader.state_dict()})
         if metrics.due(state.tick, done):  # every rank; after the checkpoint, so a result names its snapshot

@@ -37,9 +37,9 @@ def ranks():
         return 0, 1, 0
 
 
-def run_part(folder: str, index: int, count: int, device=None, progress: bool = True) -> str:
+def run_part(folder: str, index: int, count: int, device=None, progress: bool = True, model=None) -> str:
     """Search part `index` of `count` of the folder's prompts (split again across this job's ranks); returns the
-    part file written."""
+    part file written. model: the request's model already loaded in this process (else loaded here)."""
     from textgan.infer.model import load_model
     from textgan.infer.population_search.run import search
 
@@ -51,7 +51,8 @@ def run_part(folder: str, index: int, count: int, device=None, progress: bool = 
         import torch
 
         device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    model = load_model(request["model"], device=device)
+    if model is None:
+        model = load_model(request["model"], device=device)
     options = request["options"]
     run = search(model, request["prompts"], SearchSettings(**request["settings"]), part=(index, count),
                  progress=progress, **options)
