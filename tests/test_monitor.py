@@ -71,7 +71,8 @@ def test_a_run_row_has_progress_speed_eta_attempts_heartbeat_and_metrics(tmp_pat
     assert [(a["attempt"], a["outcome"], a["hosts"], a["kimg"]) for a in row["attempts"]] == [
         (1, "requeued", "n1", 5.0), (2, None, "n2", None)]
     assert row["requeues"] == 1
-    assert row["metrics"]["fid1k"] == {"latest": 70.0, "latest_kimg": 6.0, "best": 60.0, "best_kimg": 4.0}
+    assert row["metrics"]["fid1k"] == {"latest": 70.0, "latest_kimg": 6.0, "best": 60.0, "best_kimg": 4.0,
+                                       "trend": "worse"}
 
 
 def test_a_run_without_stats_yet_is_shown_as_not_started(tmp_path):
@@ -101,7 +102,7 @@ def test_monitor_finds_runs_and_sweep_points_prints_a_table_and_json_and_writes_
     code, out = monitor(capsys, tmp_path / "runs")
     assert code == 0, out.err
     lines = out.out.splitlines()
-    assert lines[0].split()[:3] == ["run", "progress", "sec/kimg"] and len(lines) == 3
+    assert lines[0].split()[:3] == ["run", "job", "state"] and len(lines) == 3
     assert lines[1].startswith("00000-demo") and "[################....] 8/10" in lines[1]
     assert lines[2].startswith("00000-lr0.001") and "8/8" in lines[2]
     code, out = monitor(capsys, tmp_path / "runs", "--json")
@@ -110,7 +111,8 @@ def test_monitor_finds_runs_and_sweep_points_prints_a_table_and_json_and_writes_
     assert [r["desc"] for r in data["runs"]] == ["00000-demo", "00000-lr0.001"]
     assert set(data["runs"][0]) == {"run_dir", "desc", "kimg", "total_kimg", "progress", "tick", "sec_per_kimg",
                                     "eta_sec", "elapsed_sec", "last_tick_utc", "nonfinite_skips", "data_skipped",
-                                    "heartbeat", "attempts", "requeues", "metrics"}
+                                    "heartbeat", "attempts", "requeues", "metrics", "submissions", "job", "usage",
+                                    "health"}
     code, out = monitor(capsys, tmp_path / "runs" / "00000-demo", "--json")
     assert [r["desc"] for r in json.loads(out.out)["runs"]] == ["00000-demo"]
     assert snapshot(tmp_path) == before

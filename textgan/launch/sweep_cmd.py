@@ -127,6 +127,7 @@ def max_requeues(request, cfg) -> int:
 
 def submit(args, request, grid, resolved, prog: str = PROG) -> int:
     from textgan.atomic import write_text_atomic
+    from textgan.train.heartbeat import record_submission
     from textgan.train.rundir import create_run_dir
     from textgan.train.trainer import Trainer
 
@@ -146,7 +147,7 @@ def submit(args, request, grid, resolved, prog: str = PROG) -> int:
                                              for point, cfg in resolved]}
     if args.local:
         failed = submit_jobs(prog, "sweep", request, logs, local=True, fresh_dir=sweep_dir,
-                             submit_all=lambda executor: run_locally(executor, trainers, sweep, sweep_dir))
+                             submit_all=lambda executor: run_locally(executor, trainers, sweep, sweep_dir, request))
         if failed is None:  # refused before a point ran
             return 1
         print(collect(sweep_dir, query_slurm=False), end="")
@@ -161,29 +162,33 @@ def submit(args, request, grid, resolved, prog: str = PROG) -> int:
                        array_parallelism=args.max_parallel)
     if jobs is None:
         return 1
-    for entry, job in zip(sweep["points"], jobs):
+    for entry, job, trainer in zip(sweep["points"], jobs, trainers):
         entry["job_id"] = job.job_id
+        record_submission(trainer.run_dir, job.job_id, "slurm", request, total_kimg=entry["total_kimg"])
     write_text_atomic(os.path.join(sweep_dir, SWEEP_FILE), json.dumps(sweep, indent=1) + "\n")
     array_id = jobs[0].job_id.split("_")[0]
     at_once = f", at most {args.max_parallel} at once" if args.max_parallel else ""
     print_submitted(f"submitted job array {array_id} ({len(jobs)} tasks{at_once})",
                     [("sweep dir", sweep_dir),
                      ("logs", f"{logs}/{array_id}_<point>_<rank>_log.out (point = array index = the run dir's number)")],
-                    [f"squeue -j {array_id}",
+                    [f"textgan monitor {sweep_dir}     # every point: state, progress, cost, health",
+                     f"squeue -j {array_id}",
                      f"sacct -j {array_id} -X --format=JobID,State,Elapsed,Restarts",
                      f"{command_of(prog)} collect {sweep_dir}     # results.csv / results.md, TensorBoard hparams",
                      f"tensorboard --logdir {sweep_dir}"])
     return 0
 
 
-def run_locally(executor, trainers, sweep, sweep_dir) -> list:
+def run_locally(executor, trainers, sweep, sweep_dir, request) -> list:
     """One point after another (a machine runs one training job well, not several); the failed points' names."""
     from textgan.atomic import write_text_atomic
+    from textgan.train.heartbeat import record_submission
 
     failed = []
     for entry, trainer in zip(sweep["points"], trainers):
         job = executor.submit(trainer)
         entry["job_id"] = job.job_id
+        record_submission(trainer.run_dir, job.job_id, "local", request, total_kimg=entry["total_kimg"])
         write_text_atomic(os.path.join(sweep_dir, SWEEP_FILE), json.dumps(sweep, indent=1) + "\n")
         print(f"point {entry['name']}: local job {job.job_id}", flush=True)
         try:

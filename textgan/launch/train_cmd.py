@@ -111,6 +111,7 @@ def print_dry_run(args, cfg, request, scaled, manifest: dict, choice, script) ->
 
 def submit(args, cfg, request, run_dir: str, resume, prog: str = PROG) -> int:
     from textgan.launch.follow import wait_and_report
+    from textgan.train.heartbeat import record_submission
     from textgan.train.trainer import Trainer
 
     trainer = Trainer(to_yaml(cfg), run_dir, resume=resume, init_from=args.init_from, argv=sys.argv,
@@ -121,6 +122,8 @@ def submit(args, cfg, request, run_dir: str, resume, prog: str = PROG) -> int:
     if jobs is None:
         return 1
     job = jobs[0]
+    record_submission(run_dir, job.job_id, "local" if args.local else "slurm", request,
+                      total_kimg=cfg.schedule.total_kimg)
     print_run_submitted(job, run_dir, request, local=args.local)
     if args.local:
         return 0 if args.no_wait else wait_and_report(job, run_dir, local=True)
@@ -134,8 +137,9 @@ def print_run_submitted(job, run_dir: str, request, local: bool) -> None:
         facts.append(("other ranks", f"{os.path.join(run_dir, 'logs', f'{job.job_id}_<rank>_log.out')} (.err)"))
     facts.append(("", "(a requeued attempt appends to the same logs; each starts with a '==== textgan attempt' line)"))
     follow = [] if local else [
+        f"textgan monitor {run_dir}     # state, progress, attempts, cost, health",
         f"squeue -j {job.job_id}",
-        f"sacct -j {job.job_id} --format=JobID,JobName,State,Elapsed,NodeList,Restarts",
+        f"sacct -j {job.job_id} -D --format=JobID,JobName,State,Elapsed,NodeList",
         f"tail -f {paths[0][0]}",
         f"tensorboard --logdir {run_dir}",
         f"scancel {job.job_id}     # stop it (resume later with --resume {run_dir})"]

@@ -22,8 +22,19 @@ def lower_is_better(metric: str) -> bool:
     return bool(_LOWER_IS_BETTER.search(metric))
 
 
+def trend(column: str, values: list):
+    """"better" / "worse" / "flat" for the latest (kimg, value) of a series against the one before; None alone."""
+    if len(values) < 2:
+        return None
+    previous, latest = values[-2][1], values[-1][1]
+    if latest == previous:
+        return "flat"
+    return "better" if (latest < previous) == lower_is_better(column) else "worse"
+
+
 def metric_summary(path: str, with_latest_kimg: bool = False) -> Dict[str, dict]:
-    """{column: {"latest", "best", "best_kimg"}} for one metric-NAME.jsonl (and "latest_kimg" when asked)."""
+    """{column: {"latest", "best", "best_kimg"}} for one metric-NAME.jsonl (and "latest_kimg" and "trend" when
+    asked)."""
     metric = os.path.basename(path)[len("metric-"):-len(".jsonl")]
     by_tick = {}
     for entry in read_jsonl(path, tolerant=True):  # a resumed run may measure a tick again: the last measurement counts
@@ -48,4 +59,5 @@ def metric_summary(path: str, with_latest_kimg: bool = False) -> Dict[str, dict]
         out[column] = {"latest": values[-1][1], "best": best, "best_kimg": best_kimg}
         if with_latest_kimg:
             out[column]["latest_kimg"] = values[-1][0]
+            out[column]["trend"] = trend(column, values)
     return out

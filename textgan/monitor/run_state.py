@@ -8,7 +8,11 @@ metric-NAME.jsonl. Nothing is written. The row is the monitor's JSON schema (SCH
     ticks), eta_sec, elapsed_sec, last_tick_utc, nonfinite_skips and data_skipped (latest tick),
     heartbeat ({"age_sec", "phase", "attempt", "job_id", "hosts", "utc"} or None), attempts ([{"attempt",
     "job_id", "hosts", "started_utc", "ended_utc", "outcome", "error", "kimg"}]), requeues, metrics
-    ({column: {"latest", "latest_kimg", "best", "best_kimg"}})
+    ({column: {"latest", "latest_kimg", "best", "best_kimg", "trend"}}), submissions ([{"job_id", "executor",
+    "utc", "nodes", "tasks_per_node", "gpus_per_node", ...}] from RUN/submissions.jsonl)
+
+textgan.monitor.rows adds what needs Slurm or a clock: "job", "usage", "health" (see there). Within a
+schema version keys are only added, never removed or given another meaning.
 """
 
 import glob
@@ -22,7 +26,7 @@ import yaml
 
 from textgan.metrics.history import metric_summary
 from textgan.monitor.tail import tail_json
-from textgan.train.heartbeat import ATTEMPTS_FILE, HEARTBEAT_FILE
+from textgan.train.heartbeat import ATTEMPTS_FILE, HEARTBEAT_FILE, SUBMISSIONS_FILE
 
 SCHEMA_VERSION = 1
 RECENT_TICKS = 3
@@ -32,6 +36,9 @@ REQUEUES_FILE = "requeues.jsonl"
 
 
 def is_run_dir(path: str) -> bool:
+    """A run's directory: its config and what training wrote, or a job submitted for it (still pending)."""
+    if os.path.isfile(os.path.join(path, SUBMISSIONS_FILE)):
+        return True
     return os.path.isfile(os.path.join(path, CONFIG_FILE)) and (
         os.path.exists(os.path.join(path, STATS_FILE)) or os.path.isdir(os.path.join(path, "checkpoints"))
         or os.path.isdir(os.path.join(path, "logs")))
@@ -51,18 +58,23 @@ def _total_kimg(run_dir: str) -> Optional[float]:
         return None
 
 
+RESOURCES = ("executor", "world_size", "nodes", "gpus", "cpus")
+
+
 def _attempts(run_dir: str) -> list:
     """One entry per attempt, its start and end lines merged (an attempt still running has no end)."""
     by_attempt = {}
     for line in tail_json(os.path.join(run_dir, ATTEMPTS_FILE), 1000):
         entry = by_attempt.setdefault(line.get("attempt"), {
             "attempt": line.get("attempt"), "job_id": line.get("job_id"), "hosts": line.get("hosts"),
-            "started_utc": None, "ended_utc": None, "outcome": None, "error": None, "kimg": None})
+            "started_utc": None, "ended_utc": None, "started_unix": None, "ended_unix": None, "outcome": None,
+            "cause": None, "error": None, "kimg": None, **{k: None for k in RESOURCES}})
         if line.get("event") == "start":
-            entry["started_utc"] = line.get("utc")
+            entry.update(started_utc=line.get("utc"), started_unix=line.get("unix"),
+                         **{k: line.get(k) for k in RESOURCES})
         elif line.get("event") == "end":
-            entry.update(ended_utc=line.get("utc"), outcome=line.get("outcome"), error=line.get("error"),
-                         kimg=line.get("kimg"))
+            entry.update(ended_utc=line.get("utc"), ended_unix=line.get("unix"), outcome=line.get("outcome"),
+                         cause=line.get("cause"), error=line.get("error"), kimg=line.get("kimg"))
     return [by_attempt[k] for k in sorted(by_attempt, key=lambda a: (a is None, a or 0))]
 
 
@@ -74,7 +86,7 @@ def _heartbeat(run_dir: str, now: float) -> Optional[dict]:
         return None
     return {"age_sec": max(0.0, now - float(beat.get("unix", now))), "phase": beat.get("phase"),
             "attempt": beat.get("attempt"), "job_id": beat.get("job_id"), "hosts": beat.get("hosts"),
-            "utc": beat.get("utc"), "kimg": beat.get("kimg")}
+            "utc": beat.get("utc"), "unix": beat.get("unix"), "kimg": beat.get("kimg"), "pid": beat.get("pid")}
 
 
 def read_run(run_dir: str, now: Optional[float] = None) -> dict:
@@ -93,6 +105,9 @@ def read_run(run_dir: str, now: Optional[float] = None) -> dict:
     metrics = {}
     for path in sorted(glob.glob(os.path.join(run_dir, "metric-*.jsonl"))):
         metrics.update(metric_summary(path, with_latest_kimg=True))
+    submissions = tail_json(os.path.join(run_dir, SUBMISSIONS_FILE), 1000)
+    if total is None and submissions:  # not started yet: the launcher said what it submitted
+        total = submissions[-1].get("total_kimg")
     requeues = len(tail_json(os.path.join(run_dir, REQUEUES_FILE), 10_000))
     tick = _mean(last, "Progress/tick")
     return {"run_dir": run_dir, "desc": os.path.basename(run_dir), "kimg": kimg, "total_kimg": total,
@@ -103,4 +118,4 @@ def read_run(run_dir: str, now: Optional[float] = None) -> dict:
                 "%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(last["timestamp"]))),
             "nonfinite_skips": _mean(last, "Health/nonfinite_skips"), "data_skipped": _mean(last, "Data/skipped"),
             "heartbeat": _heartbeat(run_dir, now), "attempts": _attempts(run_dir), "requeues": requeues,
-            "metrics": metrics}
+            "metrics": metrics, "submissions": submissions}

@@ -7,10 +7,15 @@
                          "tick", "phase" (starting | training | saving | metrics | finished | stopped),
                          "attempt", "job_id", "array_task", "hosts", "pid", "every_s"}
     RUN/attempts.jsonl   one line when an attempt starts ("event": "start": attempt number, job id, array
-                         task, hosts, Slurm restart count, what it resumed) and one when it ends ("event":
-                         "end": "outcome" completed | requeued | interrupted | failed, the error's last line,
-                         kimg), so a monitor shows every attempt of a requeued run without asking Slurm's
+                         task, hosts, Slurm restart count, what it resumed, ranks/nodes/GPUs/CPU cores) and
+                         one when it ends ("event": "end": "outcome" completed | requeued | interrupted |
+                         failed, the error's last line, kimg, and for a requeue its "cause" preemption |
+                         time_limit), so a monitor shows every attempt of a requeued run without asking Slurm's
                          history (which a cluster may purge).
+    RUN/submissions.jsonl one line per job the launcher submitted for this run (written by textgan.launch
+                         before the job starts): job id, executor (slurm | local), the request (nodes,
+                         tasks per node, GPUs per node, CPUs per task, time limit, partition), so a
+                         monitor knows a pending job's id and what it asked for.
 
 Cost: beat() compares a monotonic clock with the last write on every step and writes ~300 bytes every `every`
 seconds (benchmarks/bench_heartbeat.py measures it against the training step).
@@ -28,6 +33,7 @@ from textgan.atomic import write_text_atomic
 
 HEARTBEAT_FILE = "heartbeat.json"
 ATTEMPTS_FILE = "attempts.jsonl"
+SUBMISSIONS_FILE = "submissions.jsonl"
 FORMAT = "textgan-heartbeat"
 VERSION = 1
 EVERY_S = 30.0  # a monitor's stall rule allows max(5 min, 3 x the median tick time): 30 s is far inside it
@@ -40,12 +46,28 @@ def _utc(unix: float) -> str:
 def job_identity(attempt: Optional[int] = None) -> dict:
     """This process's job as the environment describes it (Slurm, submitit's local executor, or neither)."""
     array_job, array_task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    return {"attempt": attempt,
+    executor = os.environ.get("SUBMITIT_EXECUTOR") or ("slurm" if os.environ.get("SLURM_JOB_ID") else None)
+    return {"attempt": attempt, "executor": executor,
             "job_id": f"{array_job}_{array_task}" if array_job and array_task else (
                 os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID")),
             "array_task": None if array_task is None else int(array_task),
             "hosts": os.environ.get("SLURM_JOB_NODELIST") or socket.gethostname(),
             "restart_count": int(os.environ.get("SLURM_RESTART_COUNT") or 0)}
+
+
+def attempt_resources(runtime) -> dict:
+    """What this attempt holds, for the monitor's GPU-hours (CPU core-hours on CPU jobs) when Slurm's
+    accounting is not there to ask (--local runs, a purged history): ranks, nodes, GPUs and CPU cores."""
+    env = os.environ
+    nodes = max(1, runtime.world_size // max(1, runtime.local_world_size))
+    if env.get("SLURM_CPUS_PER_TASK"):
+        cpus = int(env["SLURM_CPUS_PER_TASK"]) * runtime.world_size
+    elif env.get("SLURM_CPUS_ON_NODE"):
+        cpus = int(env["SLURM_CPUS_ON_NODE"]) * nodes
+    else:  # a --local job shares this machine's cores (those this process may run on)
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return {"world_size": runtime.world_size, "nodes": nodes, "device": runtime.device.type,
+            "gpus": runtime.world_size if runtime.device.type == "cuda" else 0, "cpus": cpus}
 
 
 class Heartbeat:
@@ -89,6 +111,18 @@ def record_attempt(run_dir: str, event: str, identity: dict, **fields) -> None:
     os.makedirs(run_dir, exist_ok=True)
     with open(os.path.join(run_dir, ATTEMPTS_FILE), "a", encoding="utf-8") as f:
         f.write(line + "\n")
+
+
+def record_submission(run_dir: str, job_id: str, executor: str, request, total_kimg=None) -> None:
+    """Append the submission of `job_id` (a textgan.launch.slurm.SlurmRequest) to RUN/submissions.jsonl."""
+    unix = time.time()
+    line = {"event": "submitted", "unix": unix, "utc": _utc(unix), "job_id": str(job_id), "executor": executor,
+            "host": socket.gethostname(), "total_kimg": None if total_kimg is None else float(total_kimg),
+            **{k: getattr(request, k, None) for k in ("nodes", "tasks_per_node", "gpus_per_node", "cpus_per_task",
+                                                      "time_min", "partition", "job_name")}}
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, SUBMISSIONS_FILE), "a", encoding="utf-8") as f:
+        f.write(json.dumps(line) + "\n")
 
 
 def error_line(error: BaseException) -> str:

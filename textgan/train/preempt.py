@@ -94,6 +94,15 @@ class PreemptionWatch:
 
         return check
 
+    def requeue_cause(self) -> str:
+        """"time_limit" or "preemption", decided as submitit decides it when it requeues (its handler's
+        has_timed_out: the job ran past 80% of its time limit); the monitor shows requeues by cause."""
+        handler = getattr(self.submitit_handler, "__self__", None)
+        try:
+            return "time_limit" if handler is not None and handler.has_timed_out() else "preemption"
+        except Exception:  # a handler without the method (another submitit version): call it a preemption
+            return "preemption"
+
     def finish_interrupted(self, runtime):
         """After the collective checkpoint: requeue through submitit on the first task, then leave on all
         ranks. Never returns: raises SystemExit (requeued) or JobNotRequeued / submitit's error."""

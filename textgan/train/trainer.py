@@ -21,7 +21,7 @@ import os
 from omegaconf import OmegaConf
 
 from textgan.config import TrainConfig
-from textgan.train.heartbeat import error_line, job_identity, next_attempt, record_attempt
+from textgan.train.heartbeat import attempt_resources, error_line, job_identity, next_attempt, record_attempt
 from textgan.train.preempt import REQUEUE_LOG
 
 
@@ -56,7 +56,8 @@ class Trainer:
         identity = job_identity(attempt=next_attempt(self.run_dir))
         if runtime.is_main:
             print(_attempt_banner(self.run_dir, resume, identity["attempt"]), flush=True)
-            record_attempt(self.run_dir, "start", identity, resume=None if resume is None else str(resume))
+            record_attempt(self.run_dir, "start", identity, resume=None if resume is None else str(resume),
+                           **attempt_resources(runtime))
         ended = (lambda outcome, **f: record_attempt(self.run_dir, "end", identity, outcome=outcome, **f)
                  ) if runtime.is_main else (lambda outcome, **f: None)
         runtime.init_distributed()
@@ -81,13 +82,14 @@ class Trainer:
             runtime.shutdown()
             return dict(result, interrupted=True)
         if result.get("stopped"):
+            cause = watch.requeue_cause() if runtime.is_main else None
             try:
                 watch.finish_interrupted(runtime)  # requeues (or says why not); never returns
             except SystemExit:
-                ended("requeued", kimg=result["kimg"])
+                ended("requeued", kimg=result["kimg"], cause=cause)
                 raise
             except BaseException as e:
-                ended("failed", error=error_line(e), kimg=result["kimg"])
+                ended("failed", error=error_line(e), kimg=result["kimg"], cause=cause)
                 raise
         ended("completed", kimg=result["kimg"])
         if watch is not None:
