@@ -93,7 +93,11 @@ def _train(cfg, runtime, run_dir, resume, init_from, argv, stop_requested, opene
     writer = StatsWriter(run_dir, enabled=runtime.is_main,
                          resume_kimg=state.cur_nimg / 1000 if resume_path else None)
     collector = StatsCollector(runtime.device)
-    grid_captions = next(iter(eval_loader(cfg.data.shards, GRID_SIZE, num_workers=0)))["caption"]
+    first = next(iter(eval_loader(cfg.data.shards, GRID_SIZE, num_workers=0)), None)
+    if first is None:  # every shard was skipped (the loader said why, above); a bare StopIteration says nothing
+        raise FileNotFoundError(f"no readable sample in data.shards={cfg.data.shards}: every shard is missing or "
+                                "damaged (see the loader's lines above); restore or rebuild the shards, then resume")
+    grid_captions = first["caption"]
     grid_z, grid_captions = fixed_grid_inputs(grid_captions, cfg.model.z_dim, GRID_SIZE, cfg.seed)
 
     def elapsed_sec() -> float:
