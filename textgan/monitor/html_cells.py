@@ -27,7 +27,7 @@ def kimg_text(kimg) -> str:
 
 
 def duration_text(seconds) -> str:
-    from textgan.monitor.cli import duration  # at call time: cli imports this room to write the page
+    from textgan.monitor.table import duration
 
     return text(duration(seconds))
 
@@ -78,9 +78,10 @@ def usage_hours_cell(usage) -> str:
 
 
 def attempts_cell(attempts, requeues) -> str:
-    """Number of attempts and how the last one ended ("running" while it has no end)."""
+    """Number of attempts and how the last one ended (Slurm's state for an attempt killed without a word,
+    "running" while it has no end)."""
     if not attempts:
         return "-"
-    last = attempts[-1].get("outcome") or "running"
+    last = attempts[-1].get("outcome") or (attempts[-1].get("state") or "running").lower()
     requeued = f" ({text(requeues)} requeues)" if requeues else ""
     return f"{len(attempts)}: {text(last)}{requeued}"

@@ -29,15 +29,22 @@ def _mapping(values) -> str:
     return _definitions((key, text(value)) for key, value in values.items() if value is not None)
 
 
+ATTEMPT_COLUMNS = ("attempt", "job_id", "hosts", "node_list", "started_utc", "ended_utc", "state", "exit_code",
+                   "elapsed_sec", "outcome", "cause", "error", "kimg", "world_size", "nodes", "gpus", "cpus")
+
+
 def _attempt_cell(key: str, value) -> str:
     return duration_text(value) if key.endswith("_sec") and value is not None else text(value)
 
 
 def _attempts_table(attempts) -> str:
-    """A table of the attempts with every key any attempt has (in first-seen order); *_sec as durations."""
+    """A table of the attempts: the columns of ATTEMPT_COLUMNS that any attempt fills, then any other key the
+    schema may add (unix times left out: the utc columns say the same); *_sec as durations."""
     if not attempts:
         return ""
-    keys = list(dict.fromkeys(key for attempt in attempts for key in attempt))
+    present = {key for attempt in attempts for key, value in attempt.items() if value is not None}
+    keys = [key for key in ATTEMPT_COLUMNS if key in present]
+    keys += sorted(key for key in present - set(ATTEMPT_COLUMNS) if not key.endswith("_unix"))
     head = "".join(f"<th>{text(key)}</th>" for key in keys)
     body = "".join("<tr>" + "".join(f"<td>{_attempt_cell(key, attempt.get(key))}</td>" for key in keys) + "</tr>"
                    for attempt in attempts)

@@ -98,6 +98,8 @@ def _run(cmd: list) -> str:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise SlurmUnavailable(f"`{cmd[0]}` did not answer within {TIMEOUT_S} s; Slurm states are not shown")
+    if proc.returncode != 0 and cmd[0] == "squeue" and "Invalid job id" in proc.stderr:
+        return ""  # none of the jobs is in the queue any more (squeue fails only when all are unknown)
     if proc.returncode != 0:
         error = (proc.stderr.strip().splitlines() or ["no message"])[-1]
         raise SlurmUnavailable(f"`{cmd[0]}` failed (exit {proc.returncode}: {error}); Slurm states are not shown")

@@ -48,7 +48,8 @@ def attempts_cell(row) -> str:
     if not attempts:
         return "-"
     requeues = sum(a.get("outcome") == "requeued" for a in attempts)
-    last = attempts[-1].get("outcome") or "running"
+    # an attempt killed without a word (scancel, SIGKILL) has no outcome: Slurm's state for it says how it ended
+    last = attempts[-1].get("outcome") or (attempts[-1].get("state") or "running").lower()
     return f"{len(attempts)}: {last}" + (f" ({requeues} requeued)" if requeues else "")
 
 
