@@ -16,6 +16,7 @@ The JSON is {"format": "textgan-monitor", "version": 1, "utc", "notes": [...], "
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -60,6 +61,8 @@ def positive(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number")
+    if not math.isfinite(value):  # a nan or inf price, floor or interval would print nan costs or never wake
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number")
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text} is negative")
     return value

@@ -69,13 +69,34 @@ RULES = {
 }
 FAILED_STATES = {"FAILED", "NODE_FAIL", "BOOT_FAIL", "LOST"}
 _NONFINITE = re.compile(r"NonFinite|non-finite|not finite", re.IGNORECASE)
-_OOM = re.compile(r"OutOfMemory|out of memory|\bMemoryError\b|oom-kill", re.IGNORECASE)
-_ERROR_LINE = re.compile(r"^([\w.]*(Error|Exception|Interrupt|Exit)\b|srun: error:|slurmstepd: error:)")
+_OOM = re.compile(r"OutOfMemory|out of memory|\bMemoryError\b|oom[-_ ]kill", re.IGNORECASE)
+_ERROR_LINE = re.compile(r"^[\w.]*(Error|Exception|Interrupt|Exit)\b")
+# srun's and slurmstepd's own errors ("slurmstepd-node1: error: Detected 1 oom_kill event in StepId=174.0"); after
+# a Python error srun adds "srun: error: node1: task 0: Exited with exit code 1", which says less than the error
+_SLURM_ERROR_LINE = re.compile(r"^(srun|slurmstepd(-[\w.-]+)?): error:")
 
 
 def _mean(line: dict, key: str) -> Optional[float]:
     value = line.get(key)
     return float(value["mean"]) if isinstance(value, dict) and value.get("mean") is not None else None
+
+
+def _sum(line: dict, key: str) -> Optional[float]:
+    """All that the ranks reported under `key` in the tick: a stats line holds their mean and count."""
+    value = line.get(key)
+    if not isinstance(value, dict) or value.get("mean") is None:
+        return None
+    return float(value["mean"]) * int(value.get("num") or 1)
+
+
+def tick_counts(line: dict) -> tuple:
+    """(non-finite phase steps skipped, corrupt samples skipped) in the tick of a stats line; None where absent.
+    Health/nonfinite_skips is reported every iteration on every rank (all ranks skip together): its sum over
+    the ranks, as the tick line in the log counts it; Data/skipped once per rank: its sum over the ranks. The
+    ranks: those that reported Timing/sec_per_tick (once per rank per tick)."""
+    skips, skipped = _sum(line, "Health/nonfinite_skips"), _sum(line, "Data/skipped")
+    ranks = int((line.get("Timing/sec_per_tick") or {}).get("num") or 1)
+    return (None if skips is None else round(skips / ranks)), (None if skipped is None else round(skipped))
 
 
 def _series(recent: list, key: str) -> list:
@@ -91,13 +112,15 @@ def fmt_s(seconds: float) -> str:
 
 def log_error_line(run_dir: str, job_id: Optional[str]) -> Optional[str]:
     """The last error line in the job's rank-0 log (submitit's JOB_0_log.err / .out in RUN/logs, or in the
-    sweep's logs/ for a sweep point); None when there is none."""
+    sweep's logs/ for a sweep point): the last exception a traceback ended with, else srun's or slurmstepd's
+    last error (a task killed without a traceback); None when there is none."""
     if not job_id:
         return None
     for folder in (os.path.join(run_dir, "logs"), os.path.join(os.path.dirname(run_dir), "logs")):
         for suffix in ("err", "out"):
-            lines = tail_lines(os.path.join(folder, f"{job_id}_0_log.{suffix}"), 400)
-            errors = [line.strip() for line in lines if _ERROR_LINE.match(line.strip())]
+            lines = [line.strip() for line in tail_lines(os.path.join(folder, f"{job_id}_0_log.{suffix}"), 400)]
+            errors = ([line for line in lines if _ERROR_LINE.match(line)]
+                      or [line for line in lines if _SLURM_ERROR_LINE.match(line)])
             if errors:
                 return errors[-1][:500]
     return None
@@ -139,7 +162,7 @@ def _trend_rules(recent: list) -> List[dict]:
 def _data_rule(recent: list) -> List[dict]:
     if not recent:
         return []
-    skipped = _mean(recent[-1], "Data/skipped")
+    skipped = tick_counts(recent[-1])[1]
     kimg = _series(recent[-2:], "Progress/kimg")
     if not skipped or len(kimg) < 2:
         return []
@@ -210,7 +233,7 @@ def _requeue_evidence(causes: list, state: Optional[str]) -> str:
 def assess(row: dict, recent: list, now: float, stall_floor: float = STALL_FLOOR_S) -> dict:
     """The row's "health" entry from its job, attempts and `recent` (the last stats.jsonl lines)."""
     found = _job_rules(row, row["run_dir"])
-    skips = _mean(recent[-1], "Health/nonfinite_skips") if recent else None
+    skips = tick_counts(recent[-1])[0] if recent else None
     if skips and not any(f["state"] == "NONFINITE" for f in found):
         found.append(_finding("NONFINITE", f"{skips:g} non-finite iterations skipped in tick {row.get('tick')}"))
     running = (row.get("job") or {}).get("state") in ("RUNNING", None)

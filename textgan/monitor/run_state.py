@@ -5,7 +5,7 @@ stats.jsonl (kimg, tick, sec/kimg, elapsed, skips), heartbeat.json, attempts.jso
 metric-NAME.jsonl. Nothing is written. The row is the monitor's JSON schema (SCHEMA_VERSION); its keys:
 
     run_dir, desc, kimg, total_kimg, progress (0..1), tick, sec_per_kimg (median of the last RECENT_TICKS
-    ticks), eta_sec, elapsed_sec, last_tick_utc, nonfinite_skips and data_skipped (latest tick),
+    ticks), eta_sec, elapsed_sec, last_tick_utc, nonfinite_skips and data_skipped (counts in the latest tick),
     heartbeat ({"age_sec", "phase", "attempt", "job_id", "hosts", "utc"} or None), attempts ([{"attempt",
     "job_id", "hosts", "started_utc", "ended_utc", "outcome", "error", "kimg"}]), requeues, metrics
     ({column: {"latest", "latest_kimg", "best", "best_kimg", "trend"}}), submissions ([{"job_id", "executor",
@@ -25,6 +25,7 @@ from typing import Optional
 import yaml
 
 from textgan.metrics.history import metric_summary
+from textgan.monitor.health import tick_counts
 from textgan.monitor.tail import tail_json
 from textgan.train.heartbeat import ATTEMPTS_FILE, HEARTBEAT_FILE, SUBMISSIONS_FILE
 
@@ -116,6 +117,6 @@ def read_run(run_dir: str, now: Optional[float] = None) -> dict:
             "elapsed_sec": _mean(last, "Timing/elapsed_sec"),
             "last_tick_utc": None if "timestamp" not in last else time.strftime(
                 "%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(last["timestamp"]))),
-            "nonfinite_skips": _mean(last, "Health/nonfinite_skips"), "data_skipped": _mean(last, "Data/skipped"),
+            "nonfinite_skips": tick_counts(last)[0], "data_skipped": tick_counts(last)[1],
             "heartbeat": _heartbeat(run_dir, now), "attempts": _attempts(run_dir), "requeues": requeues,
             "metrics": metrics, "submissions": submissions}

@@ -61,8 +61,10 @@ def expand_job_ids(text: str) -> List[str]:
 
 
 def gpus_of(tres: str) -> int:
-    """GPUs in a TRES string ("billing=8,cpu=8,gres/gpu=2,node=1" or "gres/gpu:a100=2" -> 2)."""
-    return sum(int(n) for n in re.findall(r"gres/gpu(?::[^=,]*)?=(\d+)", tres or ""))
+    """GPUs in a TRES string ("billing=8,cpu=8,gres/gpu=2,node=1" or "gres/gpu:a100=2" -> 2). A cluster that
+    accounts GPU types lists the same GPUs twice ("gres/gpu:a100=4,gres/gpu=4"): the untyped total counts."""
+    untyped = re.findall(r"gres/gpu=(\d+)", tres or "")
+    return sum(int(n) for n in untyped or re.findall(r"gres/gpu:[^=,]*=(\d+)", tres or ""))
 
 
 def unix_of(text: str) -> Optional[float]:
