@@ -15,8 +15,6 @@ its instances.
 """
 
 # ruff: noqa: F811  (pytest fixtures imported from other test modules are redefined as arguments)
-import contextlib
-import io
 import json
 import os
 import shutil
@@ -26,10 +24,9 @@ import time
 
 import pytest
 
+from monitor_util import monitor_row, sacct_core_hours
 from test_slurm_jobs import job_id_of, sets, submit, the_run_dir, wait_final
 from test_train_e2e import TINY, shards  # noqa: F401  (shards is a fixture)
-
-from textgan import cli
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.multiproc]
 
@@ -38,33 +35,14 @@ QUIET = TINY + ["schedule.image_snapshot_ticks=1000", "schedule.network_snapshot
 STALL_FLOOR = 5
 
 
-def monitor(run_dir, *args) -> dict:
-    """The monitor's JSON row for one run (in-process, as `textgan monitor RUN --json` prints it)."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = cli.main(["monitor", str(run_dir), "--json", *args])
-    assert code == 0
-    report = json.loads(out.getvalue())
-    assert report["notes"] == [], report["notes"]  # Slurm answered
-    (row,) = report["runs"]
-    return row
-
-
 def wait_row(run_dir, predicate, what: str, timeout: float = 240, args=()) -> dict:
     deadline = time.time() + timeout
     while True:
-        row = monitor(run_dir, *args)
+        row = monitor_row(run_dir, *args)
         if predicate(row):
             return row
         assert time.time() < deadline, f"{what} not seen after {timeout} s: job {row['job']}, health {row['health']}"
         time.sleep(1)
-
-
-def sacct_core_hours(job_id: str) -> float:
-    """Elapsed x allocated CPUs over every instance of the job (requeues included), as accounting has it."""
-    out = subprocess.run(["sacct", "-n", "-X", "-D", "-P", "-o", "ElapsedRaw,NCPUS", "-j", job_id],
-                         capture_output=True, text=True, timeout=30).stdout
-    return sum(int(e) * int(c) for e, c in (line.split("|") for line in out.split()) if e and c) / 3600.0
 
 
 def start(tmp_path, name, *args, overrides=()):
@@ -151,7 +129,7 @@ def test_a_running_job_then_stalled_then_cancelled(jobs, shards, tmp_path):
 def test_a_job_whose_data_vanished_is_failed_with_the_error_line(jobs):
     job_id, run_dir = jobs["failed"]
     assert wait_final(job_id) == {job_id: "FAILED"}
-    row = monitor(run_dir)
+    row = monitor_row(run_dir)
     assert row["job"]["state"] == "FAILED" and row["health"]["state"] == "FAILED"
     (attempt,) = row["attempts"]
     assert attempt["outcome"] == "failed" and attempt["state"] == "FAILED" and attempt["exit_code"] != "0:0"
@@ -165,7 +143,7 @@ def test_a_job_past_its_time_limit_without_requeues_left_is_timeout(jobs):
     job_id, run_dir = jobs["timeout"]
     final = wait_final(job_id, timeout=300)[job_id]
     assert final in ("FAILED", "TIMEOUT")
-    row = monitor(run_dir)
+    row = monitor_row(run_dir)
     assert row["health"]["state"] == "TIMEOUT", row["health"]
     (attempt,) = row["attempts"]
     if final == "FAILED":  # stopped at the warning, saved, not requeued (max_requeues 0)
@@ -179,7 +157,7 @@ def test_a_job_past_its_time_limit_without_requeues_left_is_timeout(jobs):
 def test_an_absurd_learning_rate_is_nonfinite(jobs):
     job_id, run_dir = jobs["nonfinite"]
     assert wait_final(job_id) == {job_id: "FAILED"}
-    row = monitor(run_dir)
+    row = monitor_row(run_dir)
     assert row["job"]["state"] == "FAILED"
     assert row["health"]["state"] == "NONFINITE", row["health"]
     assert "NonFinite" in row["health"]["evidence"] or "non-finite" in row["health"]["evidence"]

@@ -24,6 +24,7 @@ import uuid
 
 import pytest
 
+from monitor_util import monitor_report, monitor_row, sacct_core_hours
 from test_requeue import REQUEUE, TOTAL_KIMG, reference  # noqa: F401  (reference is a fixture)
 from test_train_e2e import ROOT, SUBMIT, TINY, deterministic, shards, stats_lines  # noqa: F401
 
@@ -145,6 +146,16 @@ def test_two_nodes_two_tasks_each_train_with_zero2_and_the_checkpoint_loads(slur
     assert all(bool(t.isfinite().all()) for t in weights["G_ema"].values())
     assert [line["Progress/kimg"]["mean"] for line in stats_lines(run_dir)] == [0.008, 0.016]
 
+    # textgan monitor: completed on 2 nodes x 2 tasks, one attempt, core-hours as accounting has them
+    row = monitor_row(run_dir)
+    assert (row["job"]["id"], row["job"]["state"]) == (job_id, "COMPLETED")
+    assert (row["job"]["nodes"], row["job"]["tasks"]) == (2, 4)
+    assert row["health"]["state"] == "OK" and row["progress"] == 1.0
+    assert [(a["attempt"], a["outcome"], a["state"], a["world_size"]) for a in row["attempts"]] == [
+        (1, "completed", "COMPLETED", 4)]
+    assert row["usage"]["cpu_core_hours"] == pytest.approx(sacct_core_hours(job_id), abs=1e-6)
+    assert row["usage"]["cpu_core_hours"] > 0
+
 
 def test_a_preempted_two_node_job_checkpoints_requeues_and_ends_with_the_uninterrupted_stats(
         slurm_cluster, shards, reference, tmp_path):
@@ -168,6 +179,16 @@ def test_a_preempted_two_node_job_checkpoints_requeues_and_ends_with_the_uninter
     err = open(os.path.join(run_dir, "logs", f"{job_id}_0_log.err")).read()
     assert "this job is preempted" in err
 
+    # textgan monitor: two attempts of one job, the first requeued for a preemption; both instances paid for
+    row = monitor_row(run_dir)
+    assert (row["job"]["state"], row["health"]["state"]) == ("COMPLETED", "PREEMPTED")
+    assert row["health"]["evidence"] == "requeued 1 time: 1 preemption"
+    assert [(a["attempt"], a["job_id"], a["outcome"], a["cause"]) for a in row["attempts"]] == [
+        (1, job_id, "requeued", "preemption"), (2, job_id, "completed", None)]
+    assert row["attempts"][-1]["state"] == "COMPLETED" and row["attempts"][0]["state"] is not None
+    assert row["usage"]["cpu_core_hours"] == pytest.approx(sacct_core_hours(job_id), abs=1e-6)
+    assert row["usage"]["cpu_core_hours"] > 0
+
 
 def test_a_cancelled_job_is_reported_cancelled(slurm_cluster, shards, tmp_path):
     import submitit
@@ -185,6 +206,8 @@ def test_a_cancelled_job_is_reported_cancelled(slurm_cluster, shards, tmp_path):
     job.cancel()
     assert wait_final(job_id) == {job_id: "CANCELLED"}
     assert job.state.startswith("CANCELLED")
+    row = monitor_row(run_dir)
+    assert (row["job"]["state"], row["health"]["state"]) == ("CANCELLED", "CANCELLED")
 
 
 def test_a_sweep_of_four_points_is_one_job_array_and_collect_tabulates_it(slurm_cluster, shards, tmp_path):
@@ -201,6 +224,9 @@ def test_a_sweep_of_four_points_is_one_job_array_and_collect_tabulates_it(slurm_
     assert states == {f"{array_id}_{i}": "COMPLETED" for i in range(4)}
 
     sweep_dir = the_run_dir(tmp_path / "runs")
+    report = monitor_report(sweep_dir)  # textgan monitor on the sweep: one row per point, its array task
+    assert [(r["job"]["id"], r["job"]["state"], r["health"]["state"]) for r in report["runs"]] == [
+        (f"{array_id}_{i}", "COMPLETED", "OK") for i in range(4)]
     collected = subprocess.run([sys.executable, SWEEP, "collect", sweep_dir], capture_output=True, text=True,
                                timeout=300, cwd=ROOT)
     assert collected.returncode == 0, collected.stderr
@@ -241,6 +267,11 @@ def test_a_time_limit_checkpoints_requeues_and_the_job_still_reaches_its_target(
     assert log.count("stopped at kimg") == len(requeues) and "resumed from" in log
     err = open(os.path.join(run_dir, "logs", f"{job_id}_0_log.err")).read()
     assert "this job is timed-out" in err  # submitit: the USR2 came from the time limit
+    row = monitor_row(run_dir)  # textgan monitor: every requeue a time limit, the job then completed
+    assert (row["job"]["state"], row["health"]["state"]) == ("COMPLETED", "REQUEUED")
+    assert [a["cause"] for a in row["attempts"]] == ["time_limit"] * len(requeues) + [None]
+    assert row["health"]["evidence"].startswith(f"requeued {len(requeues)} time")
+    assert row["usage"]["cpu_core_hours"] == pytest.approx(sacct_core_hours(job_id), abs=1e-6)
 
 
 def test_a_search_of_four_prompts_is_one_job_array_and_collect_merges_its_parts(slurm_cluster, tmp_path):

@@ -81,12 +81,19 @@ def test_demo_job_produces_a_complete_run_directory(tmp_path, shards):
     assert [(a["event"], a["attempt"], a.get("outcome")) for a in attempts] == [("start", 1, None),
                                                                                 ("end", 1, "completed")]
     assert attempts[1]["kimg"] == 0.032 and attempts[0]["job_id"] == heartbeat["job_id"] is not None
-    from textgan.monitor.run_state import read_run
+    from monitor_util import monitor_row
 
-    row = read_run(str(run_dir))  # the monitor's view of the finished run
+    row = monitor_row(run_dir)  # the monitor's view of the finished --local run
     assert (row["kimg"], row["total_kimg"], row["progress"], row["tick"], row["eta_sec"]) == (0.032, 0.032, 1.0, 2, 0.0)
     assert [a["outcome"] for a in row["attempts"]] == ["completed"] and row["heartbeat"]["phase"] == "finished"
     assert "shapes_alignment" in row["metrics"]
+    assert (row["job"]["source"], row["job"]["state"], row["health"]["state"]) == ("local", "COMPLETED", "OK")
+    submitted = json.loads((run_dir / "submissions.jsonl").read_text())
+    assert (submitted["executor"], submitted["job_id"]) == ("local", row["job"]["id"])
+    seconds = attempts[1]["unix"] - attempts[0]["unix"]  # CPU core-hours from the attempt's own record
+    assert row["usage"]["source"] == "attempts" and row["usage"]["unit"] == "cpu_core_hours"
+    assert row["usage"]["cpu_core_hours"] == pytest.approx(seconds * attempts[0]["cpus"] / 3600, rel=1e-4)
+    assert attempts[0]["cpus"] == len(os.sched_getaffinity(0)) and attempts[0]["world_size"] == 1
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

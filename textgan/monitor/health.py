@@ -15,7 +15,8 @@ The rules (RULES holds their one-line text; tests/test_monitor_health.py pins ea
 - STALLED      the job runs but its heartbeat is older than max(STALL_FLOOR_S, 3 x the median tick time of the
                recent ticks): a hung collective, a dead loader, a wedged filesystem. Whatever Slurm says, a
                job that stops beating for that long is not training (the trainer beats every 30 s and at every
-               tick, save and metrics pass).
+               tick, save and metrics pass). In a metrics pass (which beats only at its start) the bound is
+               also at least 3 x the previous pass's duration (the heartbeat's last_metrics_sec).
 - DIVERGING    D's adversarial loss (Loss/D/adv_real + Loss/D/adv_fake) below DIVERGE_D_LOSS in each of the
                last 3 ticks while G's (Loss/G/adv) rose across them. Why: in a working GAN D cannot separate
                reals from fakes for long, so its loss stays well above zero (the demo recipe, cGAN 160 kimg,
@@ -177,11 +178,16 @@ def _stall_rule(row: dict, recent: list, now: float, floor: float) -> List[dict]
         return []
     bound, median = stall_bound(recent, floor)
     beat = row.get("heartbeat")
+    metrics_sec = (beat or {}).get("last_metrics_sec") if (beat or {}).get("phase") == "metrics" else None
+    if metrics_sec:  # a metrics pass beats only at its start: allow 3 x the previous pass
+        bound = max(bound, STALL_TICKS * metrics_sec)
     started = [a.get("started_unix") for a in row["attempts"] if a.get("started_unix")]
     since = max([t for t in [(beat or {}).get("unix"), started[-1] if started else None] if t], default=None)
     if since is None or now - since <= bound:
         return []
     how = f"max({fmt_s(floor)}, 3 x median tick {fmt_s(median)})" if median else f"{fmt_s(floor)} floor"
+    if metrics_sec:
+        how = f"max({how}, 3 x the last metrics pass {fmt_s(metrics_sec)})"
     what = (f"last heartbeat {fmt_s(now - beat['unix'])} ago in phase {beat.get('phase')} at "
             f"{float(beat.get('kimg') or 0):g} kimg" if beat else f"no heartbeat since its start {fmt_s(now - since)} ago")
     return [_finding("STALLED", f"{what}; bound {fmt_s(bound)} = {how}")]

@@ -87,7 +87,8 @@ def _heartbeat(run_dir: str, now: float) -> Optional[dict]:
         return None
     return {"age_sec": max(0.0, now - float(beat.get("unix", now))), "phase": beat.get("phase"),
             "attempt": beat.get("attempt"), "job_id": beat.get("job_id"), "hosts": beat.get("hosts"),
-            "utc": beat.get("utc"), "unix": beat.get("unix"), "kimg": beat.get("kimg"), "pid": beat.get("pid")}
+            "utc": beat.get("utc"), "unix": beat.get("unix"), "kimg": beat.get("kimg"), "pid": beat.get("pid"),
+            "last_metrics_sec": beat.get("last_metrics_sec")}
 
 
 def read_run(run_dir: str, now: Optional[float] = None) -> dict:

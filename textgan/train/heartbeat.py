@@ -5,7 +5,8 @@
                          few tick times knows the job is stuck (a hung collective, a dead loader), whatever
                          Slurm says. {"format": "textgan-heartbeat", "version": 1, "unix", "utc", "kimg",
                          "tick", "phase" (starting | training | saving | metrics | finished | stopped),
-                         "attempt", "job_id", "array_task", "hosts", "pid", "every_s"}
+                         "attempt", "job_id", "array_task", "hosts", "pid", "every_s", and after the first
+                         metrics pass "last_metrics_sec"}
     RUN/attempts.jsonl   one line when an attempt starts ("event": "start": attempt number, job id, array
                          task, hosts, Slurm restart count, what it resumed, ranks/nodes/GPUs/CPU cores) and
                          one when it ends ("event": "end": "outcome" completed | requeued | interrupted |
@@ -75,6 +76,9 @@ class Heartbeat:
         self.path = os.path.join(run_dir, HEARTBEAT_FILE)
         self.identity, self.enabled, self.every = identity, enabled, float(every)
         self.last = None  # monotonic time of the last write
+        # what the loop adds to every beat: "last_metrics_sec", the previous metrics pass's duration (a monitor
+        # allows a pass that long before it calls a job in phase "metrics" stalled)
+        self.extra = {}
 
     def beat(self, kimg: float, tick: int, phase: str = "training", force: bool = False) -> bool:
         """Write the heartbeat when `force` or `every` seconds have passed since the last; whether it wrote."""
@@ -87,7 +91,7 @@ class Heartbeat:
         record = {"format": FORMAT, "version": VERSION, "unix": unix, "utc": _utc(unix), "kimg": float(kimg),
                   "tick": int(tick), "phase": phase, **{k: self.identity.get(k) for k in
                                                         ("attempt", "job_id", "array_task", "hosts")},
-                  "pid": os.getpid(), "every_s": self.every}
+                  "pid": os.getpid(), "every_s": self.every, **self.extra}
         if self.last is None:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
         write_text_atomic(self.path, json.dumps(record) + "\n")

@@ -176,7 +176,9 @@ def _train(cfg, runtime, run_dir, resume, init_from, argv, stop_requested, opene
                                        cfg.schedule.keep_checkpoints, rank_state={"loader": loader.state_dict()})
         if metrics.due(state.tick, done):  # every rank; after the checkpoint, so a result names its snapshot
             heartbeat.beat(state.cur_nimg / 1000, state.tick, "metrics", force=True)
+            metrics_start = time.time()
             metrics.run(engines, text, state, writer, snapshot, client_state(), {"loader": loader.state_dict()})
+            heartbeat.extra["last_metrics_sec"] = time.time() - metrics_start  # the stall rule's bound in a pass
         tick_start_nimg, tick_start, skipped_before = state.cur_nimg, time.time(), loader.skipped
         heartbeat.beat(state.cur_nimg / 1000, state.tick, "training", force=True)
 
