@@ -11,12 +11,13 @@ import os
 
 import pytest
 from monitor_fixture import (NONFINITE_ERROR, NOW, OOM_ERROR, SACCT_RUNNING, SQ_RUNNING, T0, beat, end, evidence,
-                             frozen_clock, make_run, row_of, sacct_line, start, states, submit, submitit_err_log,
-                             tick_line)
+                             frozen_clock, identity, make_run, row_of, sacct_line, start, states, submit,
+                             submitit_err_log, tick_line)
 
 from textgan.monitor.health import RULES, SEVERITY, assess
 from textgan.monitor.rows import HEALTH_TICKS
 from textgan.monitor.tail import tail_json
+from textgan.train import heartbeat as hb
 from textgan.train.heartbeat import error_line
 
 HEALTHY = {"Loss/D/adv_real": 0.35, "Loss/D/adv_fake": 0.3, "Loss/G/adv": 1.2, "Stats/D/real_sign": 0.6}
@@ -246,6 +247,25 @@ def test_stalled_at_three_median_ticks_when_they_exceed_the_floor(tmp_path, cloc
     assert [f["state"] for f in late["all"]] == ["STALLED"]
     assert late["evidence"] == ("last heartbeat 10:01 ago in phase training at 12 kimg; "
                                 "bound 10:00 = max(5:00, 3 x median tick 3:20)")
+
+
+def test_stalled_in_a_metrics_pass_allows_three_times_the_previous_pass(tmp_path, clock):
+    run = run_of(tmp_path, clock, beat_at=None)
+    heartbeat = hb.Heartbeat(run, identity("174", 1))
+    heartbeat.extra["last_metrics_sec"] = 400.0  # as the loop records it after a pass
+    clock.t = NOW - 30
+    assert heartbeat.beat(12.0, 3, "metrics", force=True)
+    row = running(run)
+    assert states(row) == [] and row["heartbeat"]["last_metrics_sec"] == 400.0
+    assert reassess(row, NOW - 30 + 1200)["all"] == []  # 3 x 400 s, over the 300 s floor and 3 x 60 s ticks
+    assert reassess(row, NOW - 30 + 1201)["evidence"] == (
+        "last heartbeat 20:01 ago in phase metrics at 12 kimg; "
+        "bound 20:00 = max(max(5:00, 3 x median tick 1:00), 3 x the last metrics pass 6:40)")
+    heartbeat.beat(12.0, 3, "training", force=True)  # back to training: the ticks' bound again
+    assert reassess(running(run), NOW - 30 + 301)["state"] == "STALLED"
+    first = hb.Heartbeat(run, identity("174", 1))  # the first pass has no previous one: the ticks' bound
+    first.beat(12.0, 3, "metrics", force=True)
+    assert reassess(running(run), NOW - 30 + 301)["state"] == "STALLED"
 
 
 def test_stalled_before_the_first_tick_uses_the_floor_alone(tmp_path, clock):
