@@ -117,15 +117,30 @@ STYLE = {"OK": "green", "NONFINITE": "bold red", "OOM": "bold red", "FAILED": "b
          "PENDING": "cyan", "PREEMPTED": "yellow", "REQUEUED": "yellow"}
 
 
+COMPACT_HEADER = ("run", "job", "state", "health", "progress", "sec/kimg", "ETA", "usage", "metric")
+
+
+def compact_cells(row) -> tuple:
+    """The columns a refreshing terminal has room for (the full table is `textgan monitor` without --watch)."""
+    progress = "not started" if row["kimg"] is None else (
+        f"{row['kimg']:g} kimg" if not row["progress"] and row["progress"] != 0
+        else f"{100 * row['progress']:.0f}% {row['kimg']:g}/{row['total_kimg']:g}")
+    metric = next((f"{c} {m['latest']:.4g}" for c, m in row["metrics"].items() if "/" not in c), "-")
+    speed = "-" if row["sec_per_kimg"] is None else f"{row['sec_per_kimg']:.3g}"
+    return (row["desc"], job_cell(row), state_cell(row), health_cell(row), progress, speed, duration(row["eta_sec"]),
+            usage_cell(row), metric)
+
+
 def rich_table(rows, title: str):
+    from rich import box
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left", expand=False)
-    for name in HEADER:
-        table.add_column(name, no_wrap=name in ("run", "progress"))
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in COMPACT_HEADER:  # what a reader scans for never wraps; the rest folds when the terminal is narrow
+        table.add_column(name, no_wrap=name in ("run", "job", "state", "health"), overflow="fold")
     for row in rows:
-        values = [escape(str(v)) for v in cells(row)]  # a run or metric name may hold rich's [markup]
-        values[-1] = f"[{STYLE.get(values[-1], 'white')}]{values[-1]}[/]"
+        values = [escape(str(v)) for v in compact_cells(row)]  # a run or metric name may hold rich's [markup]
+        values[3] = f"[{STYLE.get(values[3], 'white')}]{values[3]}[/]"
         table.add_row(*values)
     return table

@@ -25,7 +25,9 @@ def _from_slurm(row: dict, view: SlurmView) -> Optional[tuple]:
         live = view.live.get(job_id)
         if live is not None and live.get("state") == "RUNNING" and not any(
                 line["state"] == "RUNNING" for line in lines):
-            lines.append(live)  # accounting has not heard of this start yet
+            # accounting has not heard of this start yet; squeue shows no GPUs for a --gpus-per-node request
+            # (submitit's), so the job's request counts
+            lines.append(dict(live, gpus=live.get("gpus") or (row.get("job") or {}).get("gpus") or 0))
         for line in lines:
             found = True
             seconds = line.get("elapsed_sec") or 0
