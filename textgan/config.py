@@ -34,6 +34,13 @@ class DataConfig:
     resolution: int = MISSING  # must equal the shards' resolution
     num_workers: int = 2
     max_skip_rate: Optional[float] = 0.01  # fail the run when more samples than this are corrupt
+    # Held-out shards (a directory with manifest.json, like `shards`): each tick reports D's loss on
+    # their first `val_images` images (Loss/D/val_real) and on the first `val_images` of `shards`
+    # (Loss/D/train_real); a growing gap means D memorizes its training set (textgan/train/val_real.py).
+    val_shards: Optional[str] = None
+    # A fixed set, the same images every tick: the curve then moves only because D changes, so ticks
+    # compare, and a resumed run rebuilds exactly the sets of the uninterrupted one.
+    val_images: int = 256
 
 
 @dataclass
@@ -183,6 +190,7 @@ RANGES = {
     "data.build_shapes_if_missing": at_least(0, "0: never build"),
     "data.num_workers": at_least(0, "0: load in the training process"),
     "data.max_skip_rate": between(0, 1, "a fraction of the samples read"),
+    "data.val_images": at_least(1),
     "model.size": above(0),
     "model.channel_base": at_least(1),
     "model.channel_max": at_least(1),

@@ -14,12 +14,13 @@ from textgan.launch.slurm import SlurmRequest, render_sbatch, require_slurm
 
 
 def check_config_resources(cfg) -> dict:
-    """Text encoder, shards and contrastive settings of one config; returns the shards' manifest (the planned
-    one when the demo's shards are still to be built)."""
-    from textgan.launch.prepare import check_contrastive, check_text_encoder, ensure_shards
+    """Text encoder, shards (training and held-out) and contrastive settings of one config; returns the training
+    shards' manifest (the planned one when the demo's shards are still to be built)."""
+    from textgan.launch.prepare import check_contrastive, check_text_encoder, check_val_shards, ensure_shards
 
     check_text_encoder(cfg)
     manifest = ensure_shards(cfg, build=False)
+    check_val_shards(cfg, manifest)
     check_contrastive(cfg, manifest)
     return manifest
 

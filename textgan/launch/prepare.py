@@ -3,6 +3,7 @@ advance may fail an hour later on a compute node.
 
 - the shards exist (the demo builds its captioned-shapes shards when they are missing) and
   their manifest matches the config (resolution);
+- the held-out shards of data.val_shards, when set, exist, match the config and are not the training shards;
 - the text encoder can be resolved: a known open_clip model, a weights file that exists, or
   random weights asked for explicitly;
 - the weights of --init-from exist (a complete checkpoint or a weights file).
@@ -53,6 +54,36 @@ def _check_manifest(cfg, manifest: dict) -> dict:
         raise UsageError(f"{shards} holds {manifest['samples']} samples, fewer than one batch_gpu "
                          f"({cfg.schedule.batch_gpu})")
     return manifest
+
+
+def check_val_shards(cfg, train_manifest: dict) -> None:
+    """data.val_shards, when set: a finished shard directory at data.resolution, other than data.shards, and
+    both hold data.val_images samples (the fixed held-out set and the fixed training set it is compared with).
+    `train_manifest`: the training shards' manifest (the planned one when the demo's are still to be built)."""
+    val = cfg.data.val_shards
+    if val is None:
+        return
+    key = f"config key 'data.val_shards' is {val}"
+    build_hint = (f"build held-out shards there (`textgan shards shapes --outdir {val} --seed 1 ...`, or "
+                  f"`textgan shards coco --split val --outdir {val} ...`), or leave data.val_shards unset")
+    if os.path.realpath(val) == os.path.realpath(cfg.data.shards):
+        raise UsageError(f"{key}, the training shards themselves: D's loss on them measures no memorization; "
+                         f"{build_hint}")
+    if not os.path.isfile(os.path.join(val, fmt.MANIFEST_NAME)):
+        raise UsageError(f"{key}, which has no {fmt.MANIFEST_NAME} (not a finished shard directory); {build_hint}")
+    try:
+        manifest = load_manifest(val)
+    except UsageError as e:
+        raise UsageError(f"{key}: {e}") from e
+    built = manifest["settings"]["resolution"]
+    if built != cfg.data.resolution:
+        raise UsageError(f"{key}, built at {built} px, but data.resolution is {cfg.data.resolution}: D sees only "
+                         f"{cfg.data.resolution} px images; build the held-out shards at {cfg.data.resolution} px "
+                         "(--resolution) or point data.val_shards at shards of that resolution")
+    for where, path, held in (("data.val_shards", val, manifest), ("data.shards", cfg.data.shards, train_manifest)):
+        if held["samples"] < cfg.data.val_images:
+            raise UsageError(f"config key 'data.val_images' is {cfg.data.val_images}, but {where} ({path}) holds "
+                             f"{held['samples']} samples; set data.val_images={held['samples']} or less")
 
 
 def check_text_encoder(cfg) -> None:

@@ -26,6 +26,7 @@ from textgan.train.stats import StatsCollector, StatsWriter
 from textgan.train.step import TrainState, train_step
 from textgan.train.text import TextConditioner
 from textgan.train.tick_line import kimg_decimals, tick_line, timing_entries
+from textgan.train.val_real import ValRealLoss
 from textgan.warn_once import warning_mark, warnings_since
 
 GRID_SIZE = 16
@@ -73,6 +74,7 @@ def _train(cfg, runtime, run_dir, resume, init_from, argv, stop_requested, opene
     loader = train_loader(cfg.data.shards, cfg.schedule.batch_gpu, rank=runtime.rank, world_size=runtime.world_size,
                           seed=cfg.seed, num_workers=cfg.data.num_workers, max_skip_rate=cfg.data.max_skip_rate)
     opened.callback(loader.close)
+    val_real = ValRealLoss.from_config(cfg, setup)  # data.val_shards: its fixed sets, read once (or nothing)
     state = TrainState()
     ckpt_root = os.path.join(run_dir, "checkpoints")
     resume_path = find_latest(ckpt_root) if resume == "auto" else resume
@@ -151,6 +153,7 @@ def _train(cfg, runtime, run_dir, resume, init_from, argv, stop_requested, opene
             continue
 
         state.tick += 1
+        val_real.report(collector)  # D as the tick's checkpoint saves it; inside the tick's time (sec/kimg)
         seconds = time.time() - tick_start
         collector.report("Timing/sec_per_tick", seconds)
         collector.report("Timing/sec_per_kimg", seconds / max(state.cur_nimg - tick_start_nimg, 1) * 1000)
@@ -195,7 +198,8 @@ def _train(cfg, runtime, run_dir, resume, init_from, argv, stop_requested, opene
 
 # Keys that may change between attempts of one run without making the resume wrong.
 _RESUME_FREE_KEYS = ("schedule.total_kimg", "schedule.image_snapshot_ticks", "schedule.network_snapshot_ticks",
-                     "schedule.keep_checkpoints", "data.num_workers", "metrics")
+                     "schedule.keep_checkpoints", "data.num_workers", "metrics",
+                     "data.val_shards", "data.val_images")  # they measure D, never change training
 
 
 def adjust_ada(augment: AugmentPipe, step_stats: dict, runtime, cfg) -> None:
