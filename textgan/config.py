@@ -53,6 +53,10 @@ class ModelConfig:
     w_dim: int = 512
     mapping_layers: int = 8
     mbstd_group_size: int = 4
+    # normalise c over the training captions before G and D embed it (textgan.nets.condition_norm):
+    # none | center | whiten; the statistics are fitted at the start of a new run and saved with the weights
+    c_norm: str = "none"
+    mapping_lr_mul: float = 0.01  # StyleGAN's learning-rate multiplier of the mapping network
 
 
 @dataclass
@@ -170,6 +174,7 @@ class TrainConfig:
 
 CHOICES = {
     "model.arch": ("stylegan2", "cgan"),
+    "model.c_norm": ("none", "center", "whiten"),
     "loss.kind": ("nonsaturating", "hinge"),
     "augment.kind": ("none", "ada", "diffaugment"),
     "optim.lr_schedule": ("constant", "warmup", "cosine"),
@@ -192,6 +197,7 @@ RANGES = {
     "data.max_skip_rate": between(0, 1, "a fraction of the samples read"),
     "data.val_images": at_least(1),
     "model.size": above(0),
+    "model.mapping_lr_mul": above(0),
     "model.channel_base": at_least(1),
     "model.channel_max": at_least(1),
     "model.z_dim": at_least(1),

@@ -13,6 +13,7 @@ truncation and path-length regularization need.
 """
 
 from .cgan import CGANDiscriminator, CGANGenerator
+from .condition_norm import ConditionNorm
 from .contrastive_heads import ContrastiveHeads
 from .discriminator import Discriminator
 from .generator import Generator, mix_styles
@@ -65,11 +66,15 @@ def build_networks_from_config(cfg, c_dim: int):
     """(G, D) for a training config (its `model` section and data.resolution) and a text-embedding
     size: the one place that maps config keys to network arguments, shared by training and export."""
     m = cfg.model
-    G_kwargs = {"w_dim": m.w_dim, "mapping_layers": m.mapping_layers} if m.arch == "stylegan2" else {}
+    G_kwargs = {"w_dim": m.w_dim, "mapping_layers": m.mapping_layers,
+                "mapping_lr_mul": m.mapping_lr_mul} if m.arch == "stylegan2" else {}
     D_kwargs = {"mbstd_group_size": m.mbstd_group_size} if m.arch == "stylegan2" else {}
     G, D = build_networks(m.arch, z_dim=m.z_dim, c_dim=c_dim, img_resolution=cfg.data.resolution, size=m.size,
                           channel_base=m.channel_base, channel_max=m.channel_max,
                           generator_kwargs=G_kwargs, discriminator_kwargs=D_kwargs)
+    if m.c_norm != "none":  # after the weights are drawn: a run without it builds exactly the same nets
+        (G.mapping if m.arch == "stylegan2" else G).c_norm = ConditionNorm(c_dim, m.c_norm)
+        D.head.c_norm = ConditionNorm(c_dim, m.c_norm)
     cc = cfg.contrastive
     if cc.S_D > 0 and (cc.C_it > 0 or cc.C_ii > 0):
         # The D structure's heads; only when a D term is on, so that the base model's D (and the

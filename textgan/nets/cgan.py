@@ -52,6 +52,7 @@ class CGANGenerator(nn.Module):
         layers += [nn.ConvTranspose2d(ch[img_resolution // 2], img_channels, 4, 2, 1), nn.Tanh()]
         self.net = nn.Sequential(*layers)
         self.apply(_dcgan_init)
+        self.c_norm = nn.Identity()  # a ConditionNorm when model.c_norm is set (textgan.nets.condition_norm)
 
     def forward(
         self,
@@ -74,7 +75,7 @@ class CGANGenerator(nn.Module):
         check_condition(c, z.shape[0], self.c_dim, "cgan generator")
         # A CLIP embedding has unit L2 norm (entries ~1/sqrt(c_dim)); normalising it to unit second
         # moment gives it the same scale as z, so the text is not drowned out by the noise.
-        x = torch.cat([z, normalize_2nd_moment(c)], dim=1)
+        x = torch.cat([z, normalize_2nd_moment(self.c_norm(c))], dim=1)
         return self.net(x[:, :, None, None])
 
 

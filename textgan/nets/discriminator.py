@@ -71,11 +71,12 @@ class ProjectionHead(nn.Module):
         self.cmap_dim = cmap_dim
         self.out = EqualLinear(feature_dim, 1)
         self.proj = EqualLinear(feature_dim, cmap_dim, bias=False)
+        self.c_norm = nn.Identity()  # a ConditionNorm when model.c_norm is set (textgan.nets.condition_norm)
         self.cmap = ConditionMapping(c_dim, cmap_dim, cmap_layers)
 
     def forward(self, features, c):
         check_condition(c, features.shape[0], self.c_dim, "discriminator")
-        agreement = (self.proj(features) * self.cmap(c)).sum(dim=1, keepdim=True)
+        agreement = (self.proj(features) * self.cmap(self.c_norm(c))).sum(dim=1, keepdim=True)
         return self.out(features) + agreement / math.sqrt(self.cmap_dim)
 
 

@@ -48,6 +48,7 @@ class MappingNetwork(nn.Module):
             raise ValueError(f"mapping_layers must be >= 1, got {num_layers}.")
         self.z_dim, self.c_dim, self.w_dim, self.num_ws = z_dim, c_dim, w_dim, num_ws
         self.w_avg_beta = w_avg_beta
+        self.c_norm = nn.Identity()  # a ConditionNorm when model.c_norm is set (textgan.nets.condition_norm)
         self.embed = EqualLinear(c_dim, w_dim)
         dims = [z_dim + w_dim] + [w_dim] * num_layers
         self.layers = nn.ModuleList(
@@ -63,7 +64,7 @@ class MappingNetwork(nn.Module):
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise ValueError(f"mapping: z must have shape [N, {self.z_dim}], got {list(z.shape)}.")
         check_condition(c, z.shape[0], self.c_dim, "mapping")
-        x = torch.cat([normalize_2nd_moment(z), normalize_2nd_moment(self.embed(c))], dim=1)
+        x = torch.cat([normalize_2nd_moment(z), normalize_2nd_moment(self.embed(self.c_norm(c)))], dim=1)
         for layer in self.layers:
             x = layer(x)
         if update_w_avg:

@@ -18,6 +18,7 @@ from textgan.losses.contrastive_terms import term_weights
 from textgan.losses.objective import GANObjective
 from textgan.nets import build_networks_from_config
 from textgan.train.checkpoint import load_weights
+from textgan.train.condition_stats import fit_condition_norms
 from textgan.train.contrastive_setup import build_contrastive
 from textgan.train.engines import build_engines
 from textgan.train.text import TextConditioner
@@ -79,6 +80,7 @@ def build_training(cfg, runtime, *, text: Optional[TextConditioner] = None, mani
         raise ValueError("build_training: give text= or c_dim=, not both")
     weights = load_weights(init_from) if init_from else None
     G, D = networks if networks is not None else build_networks(cfg, c_dim, weights)
+    fit_condition_norms(cfg, runtime, (G, D), text)  # model.c_norm: before G_ema is copied from G
     augment = build_augment(cfg.augment)
     augment = augment.to(runtime.device) if augment is not None else None
     if text is not None:
