@@ -21,8 +21,8 @@ room) and, before each (a), evicts the files this benchmark wrote -- only those 
 
 Measured side by side, interleaved (the order rotates every repeat), medians of --repeats:
   (a) `python -m textgan monitor ROOT --json` (plus --all where the CLI accepts it) as a subprocess: the whole
-      command, start-up, imports, reading every run, the JSON, and whatever Slurm commands it runs (listed in the output: none
-      until the monitor joins Slurm's job states);
+      command, start-up, imports, reading every run, the JSON, and the Slurm commands it runs (listed in the output: one squeue
+      and one sacct for all runs);
   (b) one `sacct -X -D -P -n -j <the runs' latest job ids> -o ...` of the kind the monitor makes (when sacct is
       installed and a cluster answers; SLURM_CONF is taken from the environment, else the test cluster's);
   (c) `python -c pass`: the floor of any Python command;
@@ -49,7 +49,9 @@ sys.path[:0] = [ROOT, HERE]
 from harness import Result  # noqa: E402
 
 TEST_CLUSTER_CONF = "/tmp/textgan-slurm/etc/slurm.conf"  # tests/slurm/cluster.sh's cluster
-SACCT_FIELDS = "JobID,State,Reason,ExitCode,Start,End,ElapsedRaw,NNodes,NCPUS,AllocTRES,NodeList,Restarts,TimelimitRaw"
+from textgan.monitor.slurm_jobs import SACCT_FIELDS as MONITOR_SACCT_FIELDS  # noqa: E402
+
+SACCT_FIELDS = ",".join(MONITOR_SACCT_FIELDS)  # exactly the fields the monitor asks for
 FIRST_JOB = 7_000_000
 NOW = time.time()
 # The keys of a real demo stats.jsonl line (StatsWriter: {"num", "mean", "std"} each, then "timestamp"); "num"
@@ -314,18 +316,12 @@ def read_sizes(runs_dir: str, sample: int) -> dict:
 
 def time_split(runs_dir: str) -> dict:
     """Milliseconds per run of read_run, in this process over every run, and of each file read the way read_run
-    reads it (timed plainly: a profiler's per-call cost would inflate the pure-Python YAML parser the most)."""
-    import yaml
-
+    reads it (timed plainly: a profiler's per-call cost would inflate pure-Python parsing the most)."""
     from textgan.metrics.history import metric_summary
     from textgan.monitor.cli import find_runs
-    from textgan.monitor.run_state import CONFIG_FILE, RECENT_TICKS, STATS_FILE, read_run
+    from textgan.monitor.run_state import CONFIG_FILE, RECENT_TICKS, STATS_FILE, _total_kimg, read_run
     from textgan.monitor.tail import tail_json
     from textgan.train.heartbeat import ATTEMPTS_FILE, HEARTBEAT_FILE
-
-    def load_yaml(path):
-        with open(path, encoding="utf-8") as f:
-            return yaml.safe_load(f)
 
     def load_json(path):
         with open(path, encoding="utf-8") as f:
@@ -333,7 +329,7 @@ def time_split(runs_dir: str) -> dict:
 
     runs = find_runs([runs_dir])
     parts = {"read_run": lambda d: read_run(d),
-             CONFIG_FILE + " (yaml.safe_load)": lambda d: load_yaml(os.path.join(d, CONFIG_FILE)),
+             CONFIG_FILE + " (total_kimg)": lambda d: _total_kimg(d),
              "metric-fid10k.jsonl (metric_summary)": lambda d: metric_summary(os.path.join(d, "metric-fid10k.jsonl"),
                                                                               with_latest_kimg=True),
              STATS_FILE + " (tail_json)": lambda d: tail_json(os.path.join(d, STATS_FILE), RECENT_TICKS),
@@ -456,19 +452,20 @@ def run(quick: bool = False) -> list:
                      "with a small database: a production cluster's sacct over 1,000 jobs usually takes seconds, "
                      "and this ratio falls in proportion.")
     ms = out["ms_per_run"]
-    config_share = ms["config.yaml (yaml.safe_load)"] / ms["read_run"]
+    config_share = ms["config.yaml (total_kimg)"] / ms["read_run"]
     if "sacct" in s:
         met = out["ratio_monitor_over_sacct"] <= 1.5
         notes.append(f"What it means: the goal is {'met' if met else 'not met'} here: the monitor takes "
                      f"{out['ratio_monitor_over_sacct']:.2g}x one sacct of this cluster. Reading stays small per run "
-                     f"(monitor/stats_bytes), so the time is Python work per run, {100 * config_share:.0f}% of it "
-                     "parsing config.yaml with PyYAML's pure-Python loader for one number (schedule.total_kimg).")
+                     f"(monitor/stats_bytes); of read_run's time {100 * config_share:.0f}% is finding "
+                     "schedule.total_kimg in config.yaml (a line scan; PyYAML's pure-Python loader took ~5 ms per run, "
+                     "80% of the refresh, before it).")
     notes.append("in-process, milliseconds per run: " + ", ".join(f"{k} {v:.2f}" for k, v in out["ms_per_run"].items())
                  + " (the files' reads overlap read_run's: it is their sum plus globbing and stat calls).")
     if r:
         notes.append(f"monitor/stats_bytes: bytes read (rchar, median of {r['runs']} runs): read_run reads "
                      f"{r['read_run']:,.0f} of the run dir's {r['run_dir_total']:,.0f}; of stats.jsonl, the last "
-                     f"{r['stats_tail']:,.0f} (tail.py reads 64 KiB blocks from the end until it has the lines; the 3 lines it keeps are "
+                     f"{r['stats_tail']:,.0f} (tail.py reads a 16 KiB block from the end, then 64 KiB blocks until it has the lines; the 3 lines it keeps are "
                      f"{3 * out['stats_bytes'] / out['ticks']:,.0f} bytes); "
                      f"metric-fid10k.jsonl is read whole ({r['metric_file']:,.0f} bytes for {out['evaluations']} "
                      "evaluations).")

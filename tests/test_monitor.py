@@ -112,7 +112,7 @@ def test_monitor_finds_runs_and_sweep_points_prints_a_table_and_json_and_writes_
     assert set(data["runs"][0]) == {"run_dir", "desc", "kimg", "total_kimg", "progress", "tick", "sec_per_kimg",
                                     "eta_sec", "elapsed_sec", "last_tick_utc", "nonfinite_skips", "data_skipped",
                                     "heartbeat", "attempts", "requeues", "metrics", "submissions", "job", "usage",
-                                    "health"}
+                                    "health", "name"}
     code, out = monitor(capsys, tmp_path / "runs" / "00000-demo", "--json")
     assert [r["desc"] for r in json.loads(out.out)["runs"]] == ["00000-demo"]
     assert snapshot(tmp_path) == before

@@ -101,8 +101,19 @@ def snapshot(args, runs: list) -> dict:
                                stall_floor=STALL_FLOOR_S if args.stall_floor is None else args.stall_floor,
                                price_per_gpu_hour=args.price_per_gpu_hour, price_per_cpu_hour=args.price_per_cpu_hour)
     shown = rows if args.all or len(runs) == 1 else [r for r in rows if not is_old_and_done(r, now, args.hide_after)]
+    name_rows(shown)
     return {"format": FORMAT, "version": SCHEMA_VERSION, "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
             "notes": notes, "hidden": len(rows) - len(shown), "runs": shown}
+
+
+def name_rows(rows: list) -> None:
+    """row["name"]: the run dir's name, or its path below the runs' common folder where two runs share a name
+    (the same recipe under two --outdir roots)."""
+    names = [row["desc"] for row in rows]
+    shared = {name for name in names if names.count(name) > 1}
+    common = os.path.commonpath([row["run_dir"] for row in rows]) if len(rows) > 1 else ""
+    for row in rows:
+        row["name"] = os.path.relpath(row["run_dir"], common) if row["desc"] in shared else row["desc"]
 
 
 def text_report(report: dict, detailed: bool) -> str:

@@ -22,7 +22,8 @@ HEALTH_TICKS = 8  # stats lines the health rules look at (the trend rules need 3
 def monitor_rows(run_dirs: List[str], now: float, slurm: bool = True, stall_floor: float = STALL_FLOOR_S,
                  price_per_gpu_hour: Optional[float] = None, price_per_cpu_hour: Optional[float] = None,
                  ask_slurm=query) -> tuple:
-    rows = [read_run(run_dir, now=now) for run_dir in run_dirs]
+    tails = [tail_json(os.path.join(run_dir, STATS_FILE), HEALTH_TICKS) for run_dir in run_dirs]
+    rows = [read_run(run_dir, now=now, stats_tail=tail) for run_dir, tail in zip(run_dirs, tails)]
     notes = []
     view = None
     wanted = [j for row in rows for j in slurm_job_ids(row)]
@@ -31,11 +32,10 @@ def monitor_rows(run_dirs: List[str], now: float, slurm: bool = True, stall_floo
             view = ask_slurm(wanted)
         except SlurmUnavailable as e:
             notes.append(str(e))
-    for row in rows:
+    for row, recent in zip(rows, tails):
         enrich_attempts(row, view)
         row["job"] = job_of(row, view)
         row["usage"] = usage_of(row, view, now, price_per_gpu_hour, price_per_cpu_hour)
-        recent = tail_json(os.path.join(row["run_dir"], STATS_FILE), HEALTH_TICKS)
         row["health"] = assess(row, recent, now, stall_floor)
     return rows, notes
 

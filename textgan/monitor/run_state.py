@@ -18,6 +18,7 @@ schema version keys are only added, never removed or given another meaning.
 import glob
 import json
 import os
+import re
 import statistics
 import time
 from typing import Optional
@@ -50,12 +51,26 @@ def _mean(line: dict, key: str) -> Optional[float]:
     return float(value["mean"]) if isinstance(value, dict) and value.get("mean") is not None else None
 
 
+# config.yaml as training writes it (block style, two-space indent): schedule.total_kimg found by a line scan.
+# PyYAML's pure-Python loader takes ~5 ms for a whole run config, most of a refresh over 1,000 runs
+# (benchmarks/bench_monitor.py); a config written by hand in another style falls back to the C loader.
+_TOTAL_KIMG = re.compile(r"^schedule:[ \t]*\n(?:[ \t]+.*\n|[ \t]*\n)*?[ \t]+total_kimg:[ \t]*([^\s#]+)", re.MULTILINE)
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _total_kimg(run_dir: str) -> Optional[float]:
     try:
         with open(os.path.join(run_dir, CONFIG_FILE), encoding="utf-8") as f:
-            cfg = yaml.safe_load(f) or {}
+            text = f.read()
+    except OSError:
+        return None
+    match = _TOTAL_KIMG.search(text)
+    try:
+        if match:
+            return float(match.group(1))
+        cfg = yaml.load(text, Loader=_YAML_LOADER) or {}
         return float(cfg["schedule"]["total_kimg"])
-    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
+    except (KeyError, TypeError, ValueError, yaml.YAMLError):
         return None
 
 
@@ -91,11 +106,14 @@ def _heartbeat(run_dir: str, now: float) -> Optional[dict]:
             "last_metrics_sec": beat.get("last_metrics_sec")}
 
 
-def read_run(run_dir: str, now: Optional[float] = None) -> dict:
-    """The monitor's row for `run_dir` (see the module docstring)."""
+def read_run(run_dir: str, now: Optional[float] = None, stats_tail: Optional[list] = None) -> dict:
+    """The monitor's row for `run_dir` (see the module docstring). stats_tail: the last lines of its
+    stats.jsonl when the caller read them already (at least RECENT_TICKS)."""
     now = time.time() if now is None else now
     run_dir = os.path.abspath(run_dir)
-    recent = tail_json(os.path.join(run_dir, STATS_FILE), RECENT_TICKS)
+    if stats_tail is None:
+        stats_tail = tail_json(os.path.join(run_dir, STATS_FILE), RECENT_TICKS)
+    recent = stats_tail[-RECENT_TICKS:]
     last = recent[-1] if recent else {}
     kimg = _mean(last, "Progress/kimg")
     total = _total_kimg(run_dir)

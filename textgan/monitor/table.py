@@ -92,7 +92,7 @@ def health_cell(row) -> str:
 
 def cells(row) -> tuple:
     beat_speed = "-" if row["sec_per_kimg"] is None else f"{row['sec_per_kimg']:.3g}"
-    return (row["desc"], job_cell(row), state_cell(row), shape_cell(row), attempts_cell(row), progress_cell(row),
+    return (row.get("name", row["desc"]), job_cell(row), state_cell(row), shape_cell(row), attempts_cell(row), progress_cell(row),
             beat_speed, duration(row["eta_sec"]), duration(row["elapsed_sec"]), usage_cell(row), cost_cell(row),
             headline_metric(row["metrics"]), health_cell(row))
 
@@ -102,7 +102,7 @@ def findings(rows) -> List[str]:
     lines = []
     for row in rows:
         for f in (row.get("health") or {}).get("all", []):
-            lines.append(f"{row['desc']}: {f['state']}: {f['evidence']}")
+            lines.append(f"{row.get('name', row['desc'])}: {f['state']}: {f['evidence']}")
     return lines
 
 
@@ -127,7 +127,7 @@ def compact_cells(row) -> tuple:
         else f"{100 * row['progress']:.0f}% {row['kimg']:g}/{row['total_kimg']:g}")
     metric = next((f"{c} {m['latest']:.4g}" for c, m in row["metrics"].items() if "/" not in c), "-")
     speed = "-" if row["sec_per_kimg"] is None else f"{row['sec_per_kimg']:.3g}"
-    return (row["desc"], job_cell(row), state_cell(row), health_cell(row), progress, speed, duration(row["eta_sec"]),
+    return (row.get("name", row["desc"]), job_cell(row), state_cell(row), health_cell(row), progress, speed, duration(row["eta_sec"]),
             usage_cell(row), metric)
 
 

@@ -6,6 +6,7 @@ import os
 from typing import List
 
 BLOCK = 64 * 1024
+FIRST_BLOCK = 16 * 1024
 
 
 def tail_lines(path: str, count: int) -> List[str]:
@@ -17,9 +18,10 @@ def tail_lines(path: str, count: int) -> List[str]:
             end = position = f.tell()
             # Blocks collected and joined once, newlines counted per block: prepending each block to the data
             # read so far and recounting it all would be quadratic (0.1 s for the 4 MB of 2,000 ticks).
-            blocks, newlines = [], 0
+            blocks, newlines, block = [], 0, FIRST_BLOCK
             while position > 0 and newlines <= count:
-                step = min(BLOCK, position)
+                step = min(block, position)
+                block = BLOCK  # a first small read serves the usual few-line tail of a 2 KB-per-line file
                 position -= step
                 f.seek(position)
                 blocks.append(f.read(step))
