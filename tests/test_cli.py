@@ -26,7 +26,7 @@ HELPS = {
     ("eval",): "usage: textgan eval [-h] [--metrics METRICS]",
     ("generate",): "usage: textgan generate [-h] [--prompt TEXT | --prompts FILE]",
     ("search",): "usage: textgan search [-h] [--prompt TEXT | --prompts FILE]",
-    ("monitor",): "usage: textgan monitor [-h] [--json] [PATH ...]",
+    ("monitor",): "usage: textgan monitor [-h] [--watch [SECONDS]] [--json] [--html FILE]",
     ("search", "collect"): "usage: textgan search collect [-h] FOLDER",
 }
 

@@ -306,3 +306,30 @@ def test_watch_on_a_terminal_redraws_at_each_refresh(tmp_path, monkeypatch):
     text = out.decode(errors="replace")
     assert len(stamps) == 3 and proc.returncode == 0, text
     assert text.count("00001-new") >= 3 and "Traceback" not in text  # the first draw and each refresh
+
+
+def test_every_readme_monitor_command_runs_as_printed(tmp_path):
+    """The README's `textgan monitor ...` lines, run as printed in a folder whose runs/ holds a run (--watch is
+    stopped with Ctrl-C after its first refreshes)."""
+    from test_cli import readme_textgan_commands
+    from test_monitor import write_run
+
+    commands = [c for c in readme_textgan_commands() if c[1] == "monitor"]
+    assert len(commands) >= 5 and any("--watch" in c for c in commands) and any("--html" in c for c in commands)
+    write_run(tmp_path / "runs" / "00000-demo")
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    for command in commands:
+        argv = [sys.executable, "-m", *command, "--no-slurm"]
+        if "--watch" in command:
+            proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+            time.sleep(4)
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+            code = proc.returncode
+        else:
+            done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+            code, out, err = done.returncode, done.stdout, done.stderr
+        assert code == 0, (command, err[-2000:])
+        assert "00000-demo" in out, (command, out[-2000:])
+    assert (tmp_path / "monitor.html").stat().st_size > 1000
