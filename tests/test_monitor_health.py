@@ -309,6 +309,18 @@ def test_diverging_holds_when_d_wins_for_three_ticks_while_g_rises(tmp_path, clo
     assert row["health"]["evidence"] == "D's loss 0.03, 0.025, 0.015 and G's 3, 3.5, 4.25 over the last 3 ticks"
 
 
+def test_diverging_reads_the_paired_d_loss_of_rpgan_runs(tmp_path, clock):
+    # loss.kind=rpgan reports one loss per (real, fake) pair, Loss/D/adv, and no real and fake halves
+    def paired(d, g):
+        return [tick_line(t, 4.0 * t, **{"Loss/D/adv": dl, "Loss/G/adv": gl, "Stats/D/real_sign": 0.6})
+                for t, dl, gl in zip((1, 2, 3), d, g)]
+
+    row = running(run_of(tmp_path / "a", clock, paired((0.03, 0.02, 0.01), (3.0, 3.5, 4.25))))
+    assert states(row) == ["DIVERGING"]
+    assert row["health"]["evidence"] == "D's loss 0.03, 0.02, 0.01 and G's 3, 3.5, 4.25 over the last 3 ticks"
+    assert states(running(run_of(tmp_path / "b", clock, paired((0.03, 0.05, 0.01), (3.0, 3.5, 4.25))))) == []
+
+
 @pytest.mark.parametrize("d_real, d_fake, g", [
     ((0.01, 0.025, 0.005), (0.02, 0.025, 0.01), (3.0, 3.5, 4.25)),  # D's loss exactly 0.05 in one tick
     ((0.01, 0.01, 0.005), (0.02, 0.015, 0.01), (3.0, 3.5, 3.5)),    # G flat over the last two

@@ -86,6 +86,8 @@ BAD_SUBMISSIONS = [
     (["--set", "seed=-1"], ["'seed'", "from 0 to 4294967295"]),
     (["--set", "dist.num_threads=-1"], ["'dist.num_threads'", ">= 1"]),
     (["--set", "loss.r1_gamma=.inf"], ["'loss.r1_gamma'", "a finite number >= 0"]),
+    (["--set", "loss.r2_gamma=-1"], ["'loss.r2_gamma'", ">= 0"]),
+    (["--set", "loss.kind=wgan"], ["'loss.kind'", "allowed: nonsaturating, hinge, rpgan"]),
     (["--init-from", "no/such/checkpoint"], ["--init-from no/such/checkpoint", "no such file or directory"]),
     (["--resume", "no/such/run"], ["--resume no/such/run", "neither a run directory"]),
     (["--set", "text_encoder.model=ViT-Nope"], ["'text_encoder.model'", "not an open_clip model"]),

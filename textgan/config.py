@@ -68,8 +68,11 @@ class TextEncoderConfig:
 
 @dataclass
 class LossConfig:
-    kind: str = "nonsaturating"  # nonsaturating | hinge
+    kind: str = "nonsaturating"  # nonsaturating | hinge | rpgan (relativistic pairs, R3GAN)
     r1_gamma: float = 10.0
+    # R2: the R1 penalty on fakes, in the same lazy Dreg phase. null: r1_gamma with kind=rpgan (R3GAN uses
+    # equal gammas), 0 with the other kinds (StyleGAN2 penalizes reals only).
+    r2_gamma: Optional[float] = None
     pl_weight: float = 2.0  # 0 disables path-length regularization
     pl_decay: float = 0.01
     style_mixing_prob: float = 0.9
@@ -175,7 +178,7 @@ class TrainConfig:
 CHOICES = {
     "model.arch": ("stylegan2", "cgan"),
     "model.c_norm": ("none", "center", "whiten"),
-    "loss.kind": ("nonsaturating", "hinge"),
+    "loss.kind": ("nonsaturating", "hinge", "rpgan"),
     "augment.kind": ("none", "ada", "diffaugment"),
     "optim.lr_schedule": ("constant", "warmup", "cosine"),
     "optim.lr_scaling": LR_SCALINGS,
@@ -205,6 +208,7 @@ RANGES = {
     "model.mapping_layers": at_least(1),
     "model.mbstd_group_size": at_least(1),
     "loss.r1_gamma": at_least(0),
+    "loss.r2_gamma": at_least(0, "null: loss.r1_gamma with loss.kind=rpgan, else 0"),
     "loss.pl_weight": at_least(0, "0 disables it"),
     "loss.pl_decay": PROBABILITY,
     "loss.style_mixing_prob": PROBABILITY,

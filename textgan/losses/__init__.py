@@ -1,7 +1,7 @@
 """Adversarial losses, regularizers and the GAN objective: pure functions of tensors and modules
 (no torch.distributed, no deepspeed, never a backward call)."""
 
-from textgan.losses.adversarial import d_loss_fake, d_loss_real, g_loss
+from textgan.losses.adversarial import d_loss_fake, d_loss_real, d_loss_relativistic, g_loss, g_loss_relativistic
 from textgan.losses.objective import GANObjective
 from textgan.losses.regularizers import l2_penalty, orthogonal_penalty, path_length_penalty, r1_penalty
 
@@ -9,7 +9,9 @@ __all__ = [
     "GANObjective",
     "d_loss_fake",
     "d_loss_real",
+    "d_loss_relativistic",
     "g_loss",
+    "g_loss_relativistic",
     "l2_penalty",
     "orthogonal_penalty",
     "path_length_penalty",

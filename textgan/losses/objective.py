@@ -13,8 +13,12 @@ objective two callables, as StyleGAN2-ADA's run_G / run_D do:
 
 so that it can decide how each network is called (through the engine, or as the raw module with D
 frozen in the G phase; tests/test_engines.py pins why). The objective applies the augmentation pipe to every
-image D sees (reals, fakes, mismatched reals, and the reals of R1, whose gradient is then taken through
-the augmentation w.r.t. the un-augmented image, as StyleGAN2-ADA does).
+image D sees (reals, fakes, mismatched reals, and the reals of R1 and the fakes of R2, whose gradient is then
+taken through the augmentation w.r.t. the un-augmented image, as StyleGAN2-ADA does).
+
+With loss.kind=rpgan (the relativistic pairing loss of R3GAN) the adversarial terms score pairs: sample i of the
+fakes against sample i of the reals, both under the same condition (G_main and D_main say how the pairs are
+formed), and Dreg adds R2, the R1 penalty on fakes (loss.r2_gamma; resolve_r2_gamma).
 
 Each method returns a dict of tensors: "total" (the scalar to backpropagate, with its graph),
 "Loss/*" (the terms, detached, for logging) and "Stats/*" (detached diagnostics).
@@ -26,7 +30,8 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from textgan.losses.adversarial import check_kind, d_loss_fake, d_loss_real, g_loss
+from textgan.losses.adversarial import (check_kind, d_loss_fake, d_loss_real, d_loss_relativistic, g_loss,
+                                         g_loss_relativistic, is_paired)
 from textgan.losses.phases import Phase, PhaseInputs, iteration_phases
 from textgan.losses.regularizers import l2_penalty, orthogonal_penalty, path_length_penalty, r1_penalty
 
@@ -43,6 +48,15 @@ def _logits(out) -> torch.Tensor:
     """D_fn may return logits or (logits, features); losses want [N]."""
     logits = out[0] if isinstance(out, (tuple, list)) else out
     return logits.reshape(logits.shape[0])
+
+
+def resolve_r2_gamma(loss_cfg) -> float:
+    """The R2 weight a config means: loss.r2_gamma when set; unset (None), loss.r1_gamma with loss.kind=rpgan
+    (R3GAN penalizes reals and fakes alike, with one gamma) and 0 with the other kinds (StyleGAN2's R1 only)."""
+    r2_gamma = getattr(loss_cfg, "r2_gamma", None)
+    if r2_gamma is not None:
+        return float(r2_gamma)
+    return float(loss_cfg.r1_gamma) if is_paired(loss_cfg.kind) else 0.0
 
 
 def _check_interval(interval: int, key: str) -> int:
@@ -72,13 +86,15 @@ class GANObjective:
 
     def __init__(self, loss_cfg, augment_pipe: Optional[nn.Module] = None, contrastive=None):
         self.kind = check_kind(loss_cfg.kind)
+        self.paired = is_paired(self.kind)
         self.r1_gamma = float(loss_cfg.r1_gamma)
+        self.r2_gamma = resolve_r2_gamma(loss_cfg)
         self.pl_weight = float(loss_cfg.pl_weight)
         self.pl_decay = float(loss_cfg.pl_decay)
         self.matching_aware = float(loss_cfg.matching_aware)
         self.ortho_reg = float(loss_cfg.ortho_reg)
         self.weight_decay = float(loss_cfg.weight_decay)
-        for key in ("r1_gamma", "pl_weight", "matching_aware", "ortho_reg", "weight_decay"):
+        for key in ("r1_gamma", "r2_gamma", "pl_weight", "matching_aware", "ortho_reg", "weight_decay"):
             if getattr(self, key) < 0:
                 raise ValueError(f"config key 'loss.{key}' must be >= 0 (0 disables it), got {getattr(self, key)}.")
         self.augment_pipe = augment_pipe
@@ -93,22 +109,31 @@ class GANObjective:
     def uses_r1(self) -> bool:
         return self.r1_gamma > 0
 
+    @property
+    def uses_r2(self) -> bool:
+        return self.r2_gamma > 0
+
     def phases(self, G_reg_interval: int, D_reg_interval: int) -> list:
-        """This objective's phases of one iteration, in order (a regularizer with weight 0 has none)."""
-        return iteration_phases(G_reg_interval, D_reg_interval, self.uses_pl, self.uses_r1)
+        """This objective's phases of one iteration, in order (a regularizer with weight 0 has none; Dreg
+        runs when R1 or R2 has a weight)."""
+        return iteration_phases(G_reg_interval, D_reg_interval, self.uses_pl, self.uses_r1 or self.uses_r2)
 
     def phase_loss(self, phase: Phase, inputs: PhaseInputs) -> dict:
         """The loss dict of one micro-batch of `phase` ("total", "Loss/..", "Stats/.."); the lazy
         regularizers are scaled by phase.interval. Greg's new path-length mean: out[PL_MEAN_KEY]."""
         i = inputs
         if phase.key == ("G", "main"):
+            # rpgan pairs fake row j with the real image that D's caption of row j describes. In the paired
+            # layout of heterologous pairs (textgan/train/micro_batch.py) row h + i is generated from another
+            # caption of real i, so that image is pairs.reals[j], not reals[j]; otherwise they are the same.
+            reals = i.pairs.reals if i.pairs is not None and i.pairs.reals is not None else i.reals
             return self.G_main(i.G_fn, i.D_fn, i.z, i.c if i.c_G is None else i.c_G, c_for_D=i.c,
-                               G_module=i.G_module, pairs=i.pairs, heads=i.heads)
+                               G_module=i.G_module, pairs=i.pairs, heads=i.heads, reals=reals)
         if phase.key == ("G", "reg"):
             return self.G_reg(i.G_fn, i.z, i.c, i.pl_mean, phase.interval, mean_fn=i.mean_fn)[0]
         if phase.key == ("D", "main"):
             return self.D_main(i.G_fn, i.D_fn, i.reals, i.c, i.z, D_module=i.D_module, c_G=i.c_G, ids=i.ids)
-        return self.D_reg(i.D_fn, i.reals, i.c, interval=phase.interval)
+        return self.D_reg(i.D_fn, i.reals, i.c, interval=phase.interval, G_fn=i.G_fn, z=i.z, c_G=i.c_G)
 
     def run_D(self, D_fn: Callable, img: torch.Tensor, c: torch.Tensor, return_features: bool = False):
         """Augment (if a pipe is set), then D; logits [N] (or (logits, D's pooled features))."""
@@ -148,11 +173,15 @@ class GANObjective:
         return terms
 
     def G_main(self, G_fn, D_fn, z, c, c_for_D=None, G_module: Optional[nn.Module] = None,
-               pairs: Optional[ContrastiveBatch] = None, heads: Optional[nn.Module] = None) -> dict:
-        """Loss/G/adv = mean g_loss(D(aug(G(z, c)), c_for_D or c)); plus loss.ortho_reg * orthogonal
-        penalty (Loss/G/ortho) and loss.weight_decay / 2 * l2 (Loss/G/l2) of G_module's weights when set;
-        plus the weighted contrastive terms (Loss/G/contrastive/*, each unweighted; their weighted sum as
-        Loss/G/contrastive/total) when they are on, which read D's
+               pairs: Optional[ContrastiveBatch] = None, heads: Optional[nn.Module] = None,
+               reals: Optional[torch.Tensor] = None) -> dict:
+        """Loss/G/adv = mean g_loss(D(aug(G(z, c)), c_D)), c_D = c_for_D or c (D's condition: the caption
+        before text noise). With loss.kind=rpgan: mean g_loss_relativistic(D(aug(reals), c_D), D(aug(G(z, c)), c_D)),
+        the real logits under no_grad; reals[j] is the real image paired with fake row j, the one c_D[j]
+        describes, so both sides of a pair are scored under the same condition and differ only in the image.
+        Plus loss.ortho_reg * orthogonal penalty (Loss/G/ortho) and loss.weight_decay / 2 * l2 (Loss/G/l2)
+        of G_module's weights when set; plus the weighted contrastive terms (Loss/G/contrastive/*, each
+        unweighted; their weighted sum as Loss/G/contrastive/total) when they are on, which read D's
         features from the same forward (pairs: ContrastiveBatch; heads: D's contrastive heads).
         total = their sum. D must be frozen by the caller (D_fn is called, nothing else)."""
         img = _images(G_fn(z, c))
@@ -162,7 +191,15 @@ class GANObjective:
             logits, D_features = self.run_D(D_fn, img, c_D, return_features=True)
         else:
             logits = self.run_D(D_fn, img, c_D)
-        adv = g_loss(logits, self.kind).mean()
+        if self.paired:
+            if reals is None:
+                raise ValueError("loss.kind=rpgan: G_main needs reals= (the real image paired with each fake row)")
+            # G cannot move the real logits and D does not learn in G's phase: no graph for them.
+            with torch.no_grad():
+                real_logits = self.run_D(D_fn, reals.detach(), c_D)
+            adv = g_loss_relativistic(real_logits, logits).mean()
+        else:
+            adv = g_loss(logits, self.kind).mean()
         out = {"Loss/G/adv": adv.detach(), "Stats/G/logits_fake": logits.detach().mean()}
         total = adv
         if self.contrastive is not None:
@@ -222,7 +259,16 @@ class GANObjective:
         the real forward's features (Loss/D/contrastive/D_it, weight S_D C_it; ids: image ids).
         c_G: the generator's condition when it differs from D's (text noise); default c.
         total = adv_fake + adv_real + matching_aware * matching + weight_decay / 2 * l2 (+ contrastive).
-        Stats/D/real_sign = mean sign(real logits), ADA's overfitting heuristic r_t."""
+        Stats/D/real_sign = mean sign(real logits), ADA's overfitting heuristic r_t.
+
+        loss.kind=rpgan: Loss/D/adv = mean d_loss_relativistic(real_i, fake_i) replaces adv_real and adv_fake
+        (a pair's loss does not split into a real and a fake half). Fake i is generated from sample i's caption
+        and D scores both under c_i, so the pair differs only in the image. Loss/D/matching becomes
+        mean d_loss_relativistic(D(aug(real_i), c_i), D(aug(real_i), c_mismatch_i)): the same real image
+        with its own caption against a wrong one. Stats/D/real_sign = mean sign(real_i - fake_i): under
+        this loss only logit differences mean anything (D's output may drift by any constant), so the
+        sign of a real logit alone would steer ADA by that drift; the pair's sign is how often D ranks
+        the real above the fake, which like r_t nears 1 as D overfits."""
         with torch.no_grad():
             fakes = _images(G_fn(z, c if c_G is None else c_G))
         fake_logits = self.run_D(D_fn, fakes.detach(), c)
@@ -231,17 +277,25 @@ class GANObjective:
             real_logits, real_features = self.run_D(D_fn, reals.detach(), c, return_features=True)
         else:
             real_logits = self.run_D(D_fn, reals.detach(), c)
-        adv_fake = d_loss_fake(fake_logits, self.kind).mean()
-        adv_real = d_loss_real(real_logits, self.kind).mean()
-        total = adv_fake + adv_real
-        out = {"Loss/D/adv_fake": adv_fake.detach(), "Loss/D/adv_real": adv_real.detach()}
+        if self.paired:
+            adv = d_loss_relativistic(real_logits, fake_logits).mean()
+            total = adv
+            out = {"Loss/D/adv": adv.detach()}
+        else:
+            adv_fake = d_loss_fake(fake_logits, self.kind).mean()
+            adv_real = d_loss_real(real_logits, self.kind).mean()
+            total = adv_fake + adv_real
+            out = {"Loss/D/adv_fake": adv_fake.detach(), "Loss/D/adv_real": adv_real.detach()}
         if self.matching_aware > 0:
             if c_mismatch is None:
                 if c.shape[0] < 2:
                     raise ValueError("loss.matching_aware needs >= 2 samples per batch to mismatch captions.")
                 c_mismatch = torch.roll(c, shifts=1, dims=0)
             mismatch_logits = self.run_D(D_fn, reals.detach(), c_mismatch)
-            matching = d_loss_fake(mismatch_logits, self.kind).mean()
+            if self.paired:
+                matching = d_loss_relativistic(real_logits, mismatch_logits).mean()
+            else:
+                matching = d_loss_fake(mismatch_logits, self.kind).mean()
             out["Loss/D/matching"] = matching.detach()
             total = total + self.matching_aware * matching
         for name, (value, weight) in self._weight_terms(D_module, "D", ortho=False).items():
@@ -251,21 +305,44 @@ class GANObjective:
             total = self._add(out, total, self.contrastive.discriminator_terms(
                 real_features, c, ids, heads=D_module.contrastive))
         real_detached = real_logits.detach()
-        out["Stats/D/real_sign"] = real_detached.sign().mean()
+        sign_of = real_detached - fake_logits.detach() if self.paired else real_detached
+        out["Stats/D/real_sign"] = sign_of.sign().mean()
         out["Stats/D/logits_real"] = real_detached.mean()
         out["Stats/D/logits_fake"] = fake_logits.detach().mean()
         out["total"] = total
         return out
 
-    def D_reg(self, D_fn, reals, c, gamma: Optional[float] = None, interval: int = 1) -> dict:
+    def D_reg(self, D_fn, reals, c, gamma: Optional[float] = None, interval: int = 1, G_fn=None, z=None,
+              c_G: Optional[torch.Tensor] = None, r2_gamma: Optional[float] = None) -> dict:
         """Lazy R1, every `interval` (schedule.D_reg_interval) steps: Loss/D/r1 = mean ||d D(aug(x)) / d x||^2
         over the reals; total = r1 * gamma / 2 * interval (+ logits.sum() * 0 so that every D parameter
         is in the graph). gamma defaults to loss.r1_gamma. D_fn must be the raw module's forward (a
-        separate forward from Dmain's: double backward through a DeepSpeed engine's output breaks)."""
+        separate forward from Dmain's: double backward through a DeepSpeed engine's output breaks).
+
+        R2 (r2_gamma, default resolve_r2_gamma of the config) when > 0: the same penalty, computed the same
+        way, on fakes G_fn(z, c_G or c) made for this phase under no_grad (R2 regularizes D, not G) and
+        scored under c: Loss/D/r2, adding r2 * r2_gamma / 2 * interval. Reals and fakes go through D in
+        separate forwards, as in Dmain (minibatch-stddev would mix them). R1 is left out when its own
+        gamma is 0 and R2 is on (a Dreg phase for R2 alone)."""
         gamma = self.r1_gamma if gamma is None else float(gamma)
+        r2_gamma = self.r2_gamma if r2_gamma is None else float(r2_gamma)
         _check_interval(interval, "schedule.D_reg_interval")
-        reals = reals.detach().requires_grad_(True)
-        logits = self.run_D(D_fn, reals, c)
-        r1 = r1_penalty(logits, reals).mean()
-        total = r1 * (gamma / 2 * interval) + logits.sum() * 0
-        return {"Loss/D/r1": r1.detach(), "Stats/D/logits_real_reg": logits.detach().mean(), "total": total}
+        out, total = {}, 0.0
+        if gamma > 0 or r2_gamma <= 0:
+            reals = reals.detach().requires_grad_(True)
+            logits = self.run_D(D_fn, reals, c)
+            r1 = r1_penalty(logits, reals).mean()
+            total = r1 * (gamma / 2 * interval) + logits.sum() * 0
+            out.update({"Loss/D/r1": r1.detach(), "Stats/D/logits_real_reg": logits.detach().mean()})
+        if r2_gamma > 0:
+            if G_fn is None or z is None:
+                raise ValueError("R2 is on (loss.r2_gamma, or loss.kind=rpgan): D_reg needs G_fn= and z= to make fakes")
+            with torch.no_grad():
+                fakes = _images(G_fn(z, c if c_G is None else c_G))
+            fakes = fakes.detach().requires_grad_(True)
+            fake_logits = self.run_D(D_fn, fakes, c)
+            r2 = r1_penalty(fake_logits, fakes).mean()
+            total = total + r2 * (r2_gamma / 2 * interval) + fake_logits.sum() * 0
+            out.update({"Loss/D/r2": r2.detach(), "Stats/D/logits_fake_reg": fake_logits.detach().mean()})
+        out["total"] = total
+        return out

@@ -39,14 +39,15 @@ class Phase:
         return batch_idx % self.interval == 0
 
 
-def iteration_phases(G_reg_interval: int, D_reg_interval: int, uses_pl: bool, uses_r1: bool) -> list:
+def iteration_phases(G_reg_interval: int, D_reg_interval: int, uses_pl: bool, uses_D_penalty: bool) -> list:
     """The phases of an iteration in their order: Gmain, Greg, Dmain, Dreg. A regularization phase is
-    left out when its weight is zero or its interval is 0 (the config's way to disable it)."""
+    left out when its weights are zero (uses_pl: the path length; uses_D_penalty: R1 or R2) or its
+    interval is 0 (the config's way to disable it)."""
     phases = [Phase("Gmain", "G", "main")]
     if uses_pl and G_reg_interval >= 1:
         phases.append(Phase("Greg", "G", "reg", int(G_reg_interval)))
     phases.append(Phase("Dmain", "D", "main"))
-    if uses_r1 and D_reg_interval >= 1:
+    if uses_D_penalty and D_reg_interval >= 1:
         phases.append(Phase("Dreg", "D", "reg", int(D_reg_interval)))
     return phases
 

@@ -1,6 +1,7 @@
 """Regularizers as pure functions of tensors and modules (no optimizer, no backward, no ranks).
 
 * r1_penalty: Mescheder et al. 2018, gradient penalty on real data only; StyleGAN2 applies it lazily.
+  R2, the same zero-centered penalty on fake data (R3GAN pairs it with R1), is this function applied to fakes.
 * path_length_penalty: StyleGAN2's path-length regularization (Karras et al. 2020, eq. 4).
 * orthogonal_penalty: BigGAN's modified orthogonal regularization (Brock et al. 2019, eq. 3).
 * l2_penalty: weight decay written as a loss term.

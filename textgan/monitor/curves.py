@@ -20,10 +20,11 @@ STATS_FILE = "stats.jsonl"
 STATS_TICKS = 2000
 METRIC_LINES = 2000
 MAX_POINTS = 200
-# The stats worth a chart: the adversarial losses, R1, D's real-image scores on held-out and training images
-# (their gap is the overfitting sign) and the speed. Runs log only some of them; absent names get no series.
-CHART_STATS = ("Loss/G/adv", "Loss/D/adv_real", "Loss/D/adv_fake", "Loss/D/r1", "Loss/D/val_real",
-               "Loss/D/train_real", "Timing/sec_per_kimg")
+# The stats worth a chart: the adversarial losses (D's as real + fake halves, or one paired loss with
+# loss.kind=rpgan), R1 and R2, D's real-image scores on held-out and training images (their gap is the
+# overfitting sign) and the speed. Runs log only some of them; absent names get no series.
+CHART_STATS = ("Loss/G/adv", "Loss/D/adv_real", "Loss/D/adv_fake", "Loss/D/adv", "Loss/D/r1", "Loss/D/r2",
+               "Loss/D/val_real", "Loss/D/train_real", "Timing/sec_per_kimg")
 
 Point = Tuple[float, float]
 

@@ -17,8 +17,9 @@ The rules (RULES holds their one-line text; tests/test_monitor_health.py pins ea
                job that stops beating for that long is not training (the trainer beats every 30 s and at every
                tick, save and metrics pass). In a metrics pass (which beats only at its start) the bound is
                also at least 3 x the previous pass's duration (the heartbeat's last_metrics_sec).
-- DIVERGING    D's adversarial loss (Loss/D/adv_real + Loss/D/adv_fake) below DIVERGE_D_LOSS in each of the
-               last 3 ticks while G's (Loss/G/adv) rose across them. Why: in a working GAN D cannot separate
+- DIVERGING    D's adversarial loss (Loss/D/adv_real + Loss/D/adv_fake; with loss.kind=rpgan, which reports one
+               paired loss and no halves, Loss/D/adv) below DIVERGE_D_LOSS in each of the last 3 ticks while
+               G's (Loss/G/adv) rose across them. Why: in a working GAN D cannot separate
                reals from fakes for long, so its loss stays well above zero (the demo recipe, cGAN 160 kimg,
                never went below 0.59; 2 ln 2 = 1.39 is chance); a D loss near zero means D is right about
                nearly every image with near certainty, and a G loss climbing at the same time means G has
@@ -137,14 +138,23 @@ def _finding(state: str, evidence: str) -> dict:
     return {"state": state, "rule": RULES[state], "evidence": evidence}
 
 
+def _d_adv(line: dict) -> Optional[float]:
+    """D's adversarial loss in a tick: its real and fake halves summed, or (loss.kind=rpgan: a pair's loss has no
+    halves) the paired Loss/D/adv; None when the tick has neither."""
+    real, fake = _mean(line, "Loss/D/adv_real"), _mean(line, "Loss/D/adv_fake")
+    if real is not None and fake is not None:
+        return real + fake
+    return _mean(line, "Loss/D/adv")
+
+
 def _trend_rules(recent: list) -> List[dict]:
     found = []
     last = recent[-TREND_TICKS:]
-    d_loss = [(_mean(x, "Loss/D/adv_real"), _mean(x, "Loss/D/adv_fake")) for x in last]
+    d_loss = [_d_adv(x) for x in last]
     g_loss = [_mean(x, "Loss/G/adv") for x in last]
-    if (len(last) == TREND_TICKS and all(r is not None and f is not None and r + f < DIVERGE_D_LOSS for r, f in d_loss)
+    if (len(last) == TREND_TICKS and all(d is not None and d < DIVERGE_D_LOSS for d in d_loss)
             and None not in g_loss and all(b > a for a, b in zip(g_loss, g_loss[1:]))):
-        found.append(_finding("DIVERGING", f"D's loss {', '.join(f'{r + f:.3g}' for r, f in d_loss)} and G's "
+        found.append(_finding("DIVERGING", f"D's loss {', '.join(f'{d:.3g}' for d in d_loss)} and G's "
                                            f"{', '.join(f'{g:.3g}' for g in g_loss)} over the last {TREND_TICKS} ticks"))
     val, train = _series(last, "Loss/D/val_real"), _series(last, "Loss/D/train_real")
     if len(val) == len(train) == TREND_TICKS:

@@ -33,6 +33,7 @@ from torch import nn
 
 from textgan.config import check_world
 from textgan.errors import UsageError
+from textgan.losses.objective import resolve_r2_gamma
 from textgan.warn_once import show_once
 
 # DeepSpeed warns about SkippableAdam (not on its ZeRO allow-list; see ds_config) at every
@@ -60,7 +61,8 @@ def lazy_reg_ratio(cfg, side: str) -> float:
     its own optimizer step, lr and betas are rescaled by interval / (interval + 1) so that the
     optimizer sees the same effective schedule as with the regularizer in every step."""
     interval = cfg.schedule.G_reg_interval if side == "G" else cfg.schedule.D_reg_interval
-    weight = cfg.loss.pl_weight if side == "G" else cfg.loss.r1_gamma
+    # D's regularizer: R1 and/or R2, which share the Dreg phase
+    weight = cfg.loss.pl_weight if side == "G" else max(cfg.loss.r1_gamma, resolve_r2_gamma(cfg.loss))
     if not interval or interval < 1 or weight <= 0:
         return 1.0
     return interval / (interval + 1)

@@ -14,9 +14,9 @@ did fewer would shift every later boundary. The iteration fetches `accum` micro-
 
 How each network is called (why: textgan/train/engines.py; pinned by tests/test_engines.py): G phases
 run D as the raw module with its parameters frozen; Dmain runs D through the engine and G as the raw
-module (the objective wraps it in no_grad); Dreg runs the raw D module. Greg and Dreg (and the main
-phases when weight penalties are on) run forward and backward inside keep_gathered: ZeRO-3 keeps the
-network gathered for the double backward.
+module (the objective wraps it in no_grad); Dreg runs the raw D module (and, for R2's fakes, G as Dmain
+does). Greg and Dreg (and the main phases when weight penalties are on) run forward and backward inside
+keep_gathered: ZeRO-3 keeps the network gathered for the double backward.
 
 Non-finite guard: every loss term, (through hooks) every gradient and every floating buffer of G and
 D is checked; before the phase's last engine.step() the ranks agree with one all-reduce, and a bad
@@ -204,8 +204,9 @@ def _phase_context(phase: Phase, engines, weight_penalties: bool) -> contextlib.
 class _Calls:
     """How each phase calls the networks (why: the module docstring and textgan/train/engines.py)."""
 
-    def __init__(self, engines, cfg, runtime):
+    def __init__(self, engines, cfg, runtime, objective):
         self.G_module, self.D_module, self.D_engine = engines.G.module, engines.D.module, engines.D
+        self.r2_fakes = objective.uses_r2  # Dreg generates fakes for R2
         mixing = float(cfg.loss.style_mixing_prob)
         self.G_fn = generator_fn(self.G_module, mixing)
         self.G_fn_main = generator_fn(self.G_module, mixing, update_w_avg=True)  # w_avg follows Gmain's latents
@@ -224,6 +225,9 @@ class _Calls:
         elif phase.key == ("D", "main"):
             inputs.D_fn = self.D_engine  # the one phase that runs D through its engine
             inputs.c_G = noisy_condition(mb.c, self.text_noise) if self.text_noise > 0 else None
+        elif phase.key == ("D", "reg") and self.r2_fakes and self.text_noise > 0:
+            # R2's fakes are made as Dmain's are, so that it penalizes D where D meets G's images
+            inputs.c_G = noisy_condition(mb.c, self.text_noise)
         return inputs
 
 
@@ -242,7 +246,7 @@ def train_step(setup, batch_iter, state: TrainState) -> dict:
     G_module, D_module = engines.G.module, engines.D.module
     micro = [MicroBatch(next(batch_iter), setup.c_encoder, device, dtype, objective.contrastive, setup.real_source)
              for _ in range(engines.accum)]
-    calls = _Calls(engines, cfg, runtime)
+    calls = _Calls(engines, cfg, runtime, objective)
 
     penalties = cfg.loss.ortho_reg > 0 or cfg.loss.weight_decay > 0
     stats, reasons, skipped = {}, [], 0

@@ -7,7 +7,8 @@
 Columns, always in this order: tick; kimg / total_kimg; time, the run's elapsed wall time summed over
 all its attempts (the checkpoint's client state carries it as "elapsed_sec"); sec/kimg of this tick;
 eta; peak memory (Resources/peak_mem_gb: CUDA max allocated on a GPU, process max RSS on the CPU; the
-mean over ranks); augment (ADA's p, only when augment.kind=ada); the losses G, D_real, D_fake, R1;
+mean over ranks); augment (ADA's p, only when augment.kind=ada); the losses G, D_real, D_fake, R1 (with
+loss.kind=rpgan D, the paired loss, in place of D_real and D_fake), R2 (only when R2 is on);
 contrastive (G's weighted contrastive total, only when contrastive terms are on); nonfinite_skips
 (phases skipped this tick, only when any were).
 
@@ -68,8 +69,14 @@ def tick_line(tick: int, cur_nimg: int, total_nimg: int, summary: dict, decimals
     ]
     if "Progress/augment_p" in summary:
         fields.append(f"augment {_mean(summary, 'Progress/augment_p'):.3f}")
-    fields += [f"G {_mean(summary, 'Loss/G/adv'):.3f}", f"D_real {_mean(summary, 'Loss/D/adv_real'):.3f}",
-               f"D_fake {_mean(summary, 'Loss/D/adv_fake'):.3f}", f"R1 {_mean(summary, 'Loss/D/r1'):.4f}"]
+    fields.append(f"G {_mean(summary, 'Loss/G/adv'):.3f}")
+    if "Loss/D/adv_real" not in summary and "Loss/D/adv" in summary:  # loss.kind=rpgan: one loss per pair
+        fields.append(f"D {_mean(summary, 'Loss/D/adv'):.3f}")
+    else:
+        fields += [f"D_real {_mean(summary, 'Loss/D/adv_real'):.3f}", f"D_fake {_mean(summary, 'Loss/D/adv_fake'):.3f}"]
+    fields.append(f"R1 {_mean(summary, 'Loss/D/r1'):.4f}")
+    if "Loss/D/r2" in summary:
+        fields.append(f"R2 {_mean(summary, 'Loss/D/r2'):.4f}")
     if "Loss/G/contrastive/total" in summary:
         fields.append(f"contrastive {_mean(summary, 'Loss/G/contrastive/total'):.3f}")
     skips = summary.get("Health/nonfinite_skips", {})

@@ -17,6 +17,9 @@ What is measured: per image, the loss the Dmain phase gives D on a real image (d
 loss.kind) with c computed as the training step computes it (setup.c_encoder, one batch at a time), no
 gradient, no augmentation, the current D (not an average), in eval mode (a D with batch statistics would
 otherwise move them: the measurement must not change training), then put back in the modes it was in.
+With loss.kind=rpgan, whose loss scores a real image only against a fake, the per-image value is -D(x): only
+differences of D's logits mean anything there and D's output may drift by a constant, which the val - train
+gap of -D(x) cancels and the gap of any curved loss of D(x) would not.
 D sees batches of schedule.batch_gpu consecutive images, as in training: its minibatch-stddev layer makes a
 sample's logit depend on the rest of its batch, so the batches are part of the definition.
 
@@ -41,7 +44,7 @@ from textgan.data.decode import to_float_image
 from textgan.data.loading.loader import eval_loader
 from textgan.data.manifest import load_manifest
 from textgan.errors import UsageError
-from textgan.losses.adversarial import d_loss_real
+from textgan.losses.adversarial import d_loss_real, is_paired
 
 VAL_STAT = "Loss/D/val_real"
 TRAIN_STAT = "Loss/D/train_real"
@@ -105,6 +108,11 @@ def same_text_features(manifest_a: dict, manifest_b: dict) -> bool:
     return clip(manifest_a) == clip(manifest_b)
 
 
+def real_image_loss(logits: torch.Tensor, kind: str) -> torch.Tensor:
+    """Per image [N]: d_loss_real of `kind`, or -logit for a paired kind (see the module docstring)."""
+    return -logits.reshape(-1) if is_paired(kind) else d_loss_real(logits, kind)
+
+
 class ValRealLoss:
     """The two fixed sets of one rank and D to measure on them. Built with from_config (a no-op object
     when data.val_shards is unset); report() is collective: every rank calls it at the same ticks."""
@@ -138,7 +146,7 @@ class ValRealLoss:
         out = []
         for pixels, c in zip(fixed.pixels, fixed.conditions):
             images = to_float_image(pixels.to(self.device)).to(self.dtype)
-            out.append(d_loss_real(self.D(images, c).float(), self.kind))
+            out.append(real_image_loss(self.D(images, c).float(), self.kind))
         for _ in range(fixed.forwards - len(fixed.pixels)):  # throw-away forwards: see the module docstring
             self.D(torch.zeros([1, *fixed.image_shape], device=self.device, dtype=self.dtype),
                    torch.zeros([1, self.D.c_dim], device=self.device, dtype=self.dtype))
