@@ -44,8 +44,11 @@ class ConditionNorm(nn.Module):
             cov = centered.T @ centered / max(1, x.shape[0] - 1)
             eigenvalues, vectors = torch.linalg.eigh(cov)
             eigenvalues = eigenvalues.clamp(min=0)
-            scale = (eigenvalues + WHITEN_EPS * eigenvalues.max()).rsqrt()
-            self.transform.copy_((vectors * scale) @ vectors.T)
+            if eigenvalues.max() > (torch.finfo(torch.float32).eps * x.abs().max()) ** 2:
+                scale = (eigenvalues + WHITEN_EPS * eigenvalues.max()).rsqrt()
+                self.transform.copy_((vectors * scale) @ vectors.T)
+            else:  # one point (a single caption, or identical ones up to float32 rounding): centre only
+                self.transform.copy_(torch.eye(x.shape[1]))
         self.fitted.fill_(True)
 
     def extra_repr(self) -> str:
