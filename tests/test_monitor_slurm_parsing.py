@@ -238,3 +238,14 @@ def test_usage_from_the_attempts_counts_an_attempt_without_an_end_to_its_last_he
     (row,), _ = monitor_rows([run], T0 + 3700 + 1800, slurm=False)
     assert row["job"]["state"] is None and row["usage"]["source"] == "attempts"
     assert row["usage"]["gpu_hours"] == pytest.approx((3600 + 900) * 2 / 3600)
+
+
+def test_a_job_completing_in_the_queue_takes_its_final_state_from_accounting():
+    """scancel / the end of a job: squeue lists it COMPLETING for a while after sacct already says how it ended
+    (seen on the test cluster: the monitor said COMPLETING / OK for a cancelled job)."""
+    ended = parse_sacct(sacct_line("174", "CANCELLED by 0", elapsed=43))
+    completing = parse_squeue("174|COMPLETING|None|1|1|N/A|node1|0:43|10:00")
+    assert SlurmView(instances=ended, live=completing).latest("174")["state"] == "CANCELLED"
+    assert SlurmView(instances={}, live=completing).latest("174")["state"] == "COMPLETING"  # nothing better known
+    running = parse_squeue("174|RUNNING|None|1|1|N/A|node1|0:43|10:00")
+    assert SlurmView(instances=ended, live=running).latest("174")["state"] == "RUNNING"  # a requeued instance runs

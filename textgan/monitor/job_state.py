@@ -17,9 +17,6 @@ from textgan.monitor.slurm_jobs import SlurmView
 
 OUTCOME_STATE = {"completed": "COMPLETED", "failed": "FAILED", "interrupted": "INTERRUPTED",
                  "requeued": "REQUEUED"}
-FINAL_SLURM = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
-               "DEADLINE", "PREEMPTED"}
-
 
 def current_job(row: dict) -> tuple:
     """(job id, executor) of the run's newest job: its latest submission or attempt, whichever is newer."""

@@ -21,6 +21,8 @@ SACCT_FIELDS = ("JobID", "State", "Reason", "ExitCode", "Submit", "Start", "End"
 # job id, state, reason, nodes, CPUs, GRES per node, node list, elapsed, time limit
 SQUEUE_FORMAT = "%i|%T|%r|%D|%C|%b|%N|%M|%l"
 TIMEOUT_S = 60
+ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE",
+         "PREEMPTED"}
 
 
 class SlurmUnavailable(RuntimeError):
@@ -36,11 +38,13 @@ class SlurmView:
     calls: int = 0
 
     def latest(self, job_id: str) -> Optional[dict]:
-        """The job as it is now: its queue line when queued, else its newest accounting line."""
-        if job_id in self.live:
-            return self.live[job_id]
+        """The job as it is now: its queue line when queued, else its newest accounting line. A job still
+        COMPLETING in the queue (its processes being cleaned up) has its final state in accounting already."""
         lines = self.instances.get(job_id)
-        return lines[-1] if lines else None
+        live = self.live.get(job_id)
+        if live is not None and not (live["state"] == "COMPLETING" and lines and lines[-1]["state"] in ENDED):
+            return live
+        return lines[-1] if lines else live
 
 
 def base_id(job_id: str) -> str:

@@ -65,5 +65,5 @@ def usage_of(row: dict, view: Optional[SlurmView], now: float, price_per_gpu_hou
     unit = "gpu_hours" if gpu_hours > 0 or ((row.get("job") or {}).get("gpus") or 0) > 0 else "cpu_core_hours"
     price = price_per_gpu_hour if unit == "gpu_hours" else price_per_cpu_hour
     hours = gpu_hours if unit == "gpu_hours" else cpu_hours
-    return {"unit": unit, "gpu_hours": round(gpu_hours, 6), "cpu_core_hours": round(cpu_hours, 6),
-            "cost": None if price is None else round(hours * price, 4), "source": source}
+    return {"unit": unit, "gpu_hours": gpu_hours, "cpu_core_hours": cpu_hours,
+            "cost": None if price is None else hours * price, "source": source}
