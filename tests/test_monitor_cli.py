@@ -333,3 +333,18 @@ def test_every_readme_monitor_command_runs_as_printed(tmp_path):
         assert code == 0, (command, err[-2000:])
         assert "00000-demo" in out, (command, out[-2000:])
     assert (tmp_path / "monitor.html").stat().st_size > 1000
+
+
+def test_a_reader_that_leaves_early_stops_the_monitor_quietly(tmp_path):
+    """`textgan monitor --json | head`: no BrokenPipeError traceback, the exit status a shell expects (141)."""
+    from test_monitor import write_run
+
+    for i in range(200):  # ~180 KB of JSON: more than a pipe buffers (64 KB)
+        write_run(tmp_path / "runs" / f"{i:05d}-demo")
+    proc = subprocess.Popen([sys.executable, "-m", "textgan.cli", "monitor", str(tmp_path / "runs"), "--json",
+                             "--no-slurm"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=dict(os.environ, PYTHONPATH=ROOT))
+    assert proc.stdout.read(10) == b'{\n "format'
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141 and "Traceback" not in err, err

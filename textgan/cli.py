@@ -8,6 +8,7 @@ are one more SUBCOMMANDS entry each.
 
 import argparse
 import importlib
+import os
 import sys
 
 # name -> (module exposing main(argv, prog), one-line help), in the order `textgan --help` lists them
@@ -63,6 +64,9 @@ def main(argv=None) -> int:
         return module.main(argv[at + 1:], prog=f"textgan {name}")
     except SystemExit as e:  # a command's argparse: --help (0) or a usage error (2)
         return e.code if isinstance(e.code, int) else 1 if e.code else 0
+    except BrokenPipeError:  # `textgan monitor | head`: the reader left; stop quietly as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by it
 
 
 if __name__ == "__main__":
