@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from dist_util import PARTITION_ALL, floats, run_ranks, setup_training, tiny_cfg
-from test_objective import setup
+from test_objective import Spy, setup
 from textgan.config import LossConfig
 from textgan.losses import GANObjective, d_loss_fake, d_loss_real, d_loss_relativistic, g_loss, g_loss_relativistic
 from textgan.losses.objective import ContrastiveBatch, resolve_r2_gamma
@@ -80,15 +80,6 @@ class ScoreD(nn.Module):
 
     def forward(self, img, c):
         return self.scale * img.mean([1, 2, 3]) + self.text * c[:, 0]
-
-
-class Spy:
-    def __init__(self, D):
-        self.D, self.calls = D, []
-
-    def __call__(self, img, c):
-        self.calls.append((img.detach().clone(), c.detach().clone()))
-        return self.D(img, c)
 
 
 # reals filled with 1 and -1, fakes with 0 and 0.5, captions 2 and 3: real logits 3, 2; fake logits 2, 3.5;

@@ -23,6 +23,7 @@ from dist_util import C_DIM, RESOLUTION, run_ranks, tiny_cfg, tiny_networks
 from launcher_util import created, run_main, submit_launcher
 from PIL import Image
 from shard_fixture import write_shards
+from test_requeue import train_worker
 from test_train_e2e import ROOT, TINY, deterministic, shards, stats_lines  # noqa: F401  (shards: a fixture)
 
 from textgan.errors import UsageError
@@ -173,22 +174,6 @@ def val_shards(tmp_path_factory):
     build(BuildConfig(source="shapes", out=out, resolution=16, n=32, samples_per_shard=16, workers=1, seed=1,
                       progress=False))
     return out
-
-
-def train_worker(rank, world_size, overrides, run_dir, resume, stop_at_call):
-    import itertools
-
-    from textgan.config import load_config
-    from textgan.runtime import Runtime
-    from textgan.train.loop import training_loop
-
-    cfg = load_config(DEMO, overrides)
-    runtime = Runtime.from_env()
-    runtime.init_distributed()
-    os.makedirs(run_dir, exist_ok=True)
-    calls = itertools.count(1)
-    stop = (lambda: next(calls) == stop_at_call) if stop_at_call else None
-    return training_loop(cfg, runtime, run_dir, resume=resume, stop_requested=stop)
 
 
 def _with_val(shards_dir, val_dir):
