@@ -6,6 +6,8 @@ Slurm reasons and rule evidence may hold <, & and quotes, and must show as text,
 
 import html
 
+from textgan.monitor.table import duration, last_outcome
+
 # Health states by how urgently a person must look: red needs action now, amber a look, green nothing.
 RED_STATES = frozenset({"NONFINITE", "OOM", "FAILED", "STALLED", "TIMEOUT", "DIVERGING"})
 AMBER_STATES = frozenset({"OVERFITTING", "DATA", "PREEMPTED", "REQUEUED", "PENDING", "CANCELLED"})
@@ -27,8 +29,6 @@ def kimg_text(kimg) -> str:
 
 
 def duration_text(seconds) -> str:
-    from textgan.monitor.table import duration
-
     return text(duration(seconds))
 
 
@@ -82,6 +82,6 @@ def attempts_cell(attempts, requeues) -> str:
     "running" while it has no end)."""
     if not attempts:
         return "-"
-    last = attempts[-1].get("outcome") or (attempts[-1].get("state") or "running").lower()
+    last = last_outcome(attempts)
     requeued = f" ({text(requeues)} requeues)" if requeues else ""
     return f"{len(attempts)}: {text(last)}{requeued}"

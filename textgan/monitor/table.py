@@ -43,14 +43,18 @@ def headline_metric(metrics: dict) -> str:
     return "-"
 
 
+def last_outcome(attempts) -> str:
+    """How the newest attempt ended: its recorded outcome; for one killed without a word (scancel, SIGKILL)
+    Slurm's state for it; "running" while it has neither."""
+    return attempts[-1].get("outcome") or (attempts[-1].get("state") or "running").lower()
+
+
 def attempts_cell(row) -> str:
     attempts = row["attempts"]
     if not attempts:
         return "-"
     requeues = sum(a.get("outcome") == "requeued" for a in attempts)
-    # an attempt killed without a word (scancel, SIGKILL) has no outcome: Slurm's state for it says how it ended
-    last = attempts[-1].get("outcome") or (attempts[-1].get("state") or "running").lower()
-    return f"{len(attempts)}: {last}" + (f" ({requeues} requeued)" if requeues else "")
+    return f"{len(attempts)}: {last_outcome(attempts)}" + (f" ({requeues} requeued)" if requeues else "")
 
 
 def job_cell(row) -> str:
