@@ -132,3 +132,19 @@ def test_bad_inputs_are_refused_with_a_clear_message(images32, captions):
         shapes_alignment(images32[:2].astype(np.float32), captions[:2])
     with pytest.raises(ValueError, match="at least 16 px"):
         score_image(images32[0][:8, :8], captions[0])
+
+
+def test_the_summary_splits_one_and_two_object_captions(scenes, captions, images32):
+    # Real pictures for the one-object captions, blank grey ones for the two-object captions: the split
+    # must show one kind perfect-ish and the other at zero, and the headline must be their weighted mix.
+    two = [parse_caption(c)["relation"] is not None for c in captions]
+    grey = np.full_like(images32[0], 128)
+    images = np.stack([grey if is_two else image for image, is_two in zip(images32, two)])
+    result = shapes_alignment(images, captions)
+    n_two = sum(two)
+    assert 0 < n_two < N_EVAL
+    assert result["one_object"]["n"] == N_EVAL - n_two and result["two_objects"]["n"] == n_two
+    assert result["one_object"]["color"] >= 0.95 and result["one_object"]["position"] >= 0.95
+    assert result["two_objects"] == {"color": 0.0, "relation": 0.0, "shape": 0.0, "n": n_two}
+    assert result["color"] == pytest.approx(result["one_object"]["color"] * (N_EVAL - n_two) / N_EVAL)
+    assert result["position"] == result["one_object"]["position"] and result["relation"] == 0.0

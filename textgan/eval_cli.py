@@ -134,10 +134,21 @@ def metrics_config(args, run_cfg) -> MetricsConfig:
     return cfg
 
 
+def _details(results: dict, prefix: str = "") -> list:
+    """"k=v" for each result; a nested dict (shapes_alignment's one_object, two_objects) as "k.sub=v"."""
+    out = []
+    for k, v in results.items():
+        if isinstance(v, dict):
+            out += _details(v, f"{prefix}{k}.")
+        else:
+            out.append(f"{prefix}{k}={v:.4g}" if isinstance(v, float) else f"{prefix}{k}={v}")
+    return out
+
+
 def format_table(report) -> str:
     rows = [("metric", "value", "details", "seconds", "img/s")]
     for name, r in report.results.items():
-        details = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.results.items())
+        details = ", ".join(_details(r.results))
         value = "n/a" if r.value is None else f"{r.value:.4f}"
         rows.append((name, value, details, f"{r.seconds:.1f}", f"{r.images_per_sec:.1f}"))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]

@@ -246,13 +246,27 @@ def shapes_alignment(images, captions) -> dict:
     return combine_scores([score_image(image, caption) for image, caption in zip(pixels, captions)])
 
 
-def combine_scores(scores: list) -> dict:
-    """score_image results of many pictures -> the shapes_alignment summary (see shapes_alignment)."""
+def _accuracies(scores: list, criteria) -> dict:
     result = {}
-    for criterion in ("color", "position", "relation", "shape"):
+    for criterion in criteria:
         values = [s[criterion] for s in scores if s[criterion] is not None]
         result[criterion] = float(np.mean(values)) if values else None
+    return result
+
+
+def combine_scores(scores: list) -> dict:
+    """score_image results of many pictures -> the shapes_alignment summary (see shapes_alignment).
+
+    Besides the headline accuracies, "one_object" and "two_objects" give colour and shape (and position,
+    resp. relation) over each kind of caption with its count "n": the two kinds are about half each and
+    far apart in difficulty (two colours must both be right, chance ~1/28 against ~1/8), so the headline
+    colour alone cannot tell a model that fails two-object captions from one that is mediocre on both."""
+    result = _accuracies(scores, ("color", "position", "relation", "shape"))
     available = [v for v in result.values() if v is not None]
     result["overall"] = float(np.mean(available)) if available else None
     result["n"] = len(scores)
+    one = [s for s in scores if s["relation"] is None]  # score_image sets relation only for two objects
+    two = [s for s in scores if s["relation"] is not None]
+    result["one_object"] = {**_accuracies(one, ("color", "position", "shape")), "n": len(one)}
+    result["two_objects"] = {**_accuracies(two, ("color", "relation", "shape")), "n": len(two)}
     return result
