@@ -167,11 +167,12 @@ TINY_MODEL = ["data.shards=x", "data.resolution=16", "model.channel_base=512", "
               "model.z_dim=16", "model.w_dim=16", "model.mapping_layers=1"]
 
 
+@pytest.mark.parametrize("c_embed_layers", [0, 2])
 @pytest.mark.parametrize("arch", ["stylegan2", "cgan"])
-def test_c_dim_is_recovered_from_the_generator_weights(arch):
+def test_c_dim_is_recovered_from_the_generator_weights(arch, c_embed_layers):
     extra = ["model.arch=cgan", "loss.pl_weight=0", "loss.style_mixing_prob=0"] if arch == "cgan" else []
-    cfg = load_config(None, TINY_MODEL + extra)
-    for c_dim in (24, 40):
+    cfg = load_config(None, TINY_MODEL + extra + [f"model.c_embed_layers={c_embed_layers}"])
+    for c_dim in (24, 40):  # w_dim 16: the embedding MLP's width differs from c_dim
         G, _ = build_nets(cfg, c_dim)
         assert c_dim_of(arch, G.state_dict(), cfg.model.z_dim) == c_dim
 

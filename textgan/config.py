@@ -67,6 +67,7 @@ RANGES = {
     "model.z_dim": at_least(1),
     "model.w_dim": at_least(1),
     "model.mapping_layers": at_least(1),
+    "model.c_embed_layers": at_least(0, "0: no MLP on c in G"),
     "model.mbstd_group_size": at_least(1),
     "loss.r1_gamma": at_least(0),
     "loss.r2_gamma": at_least(0, "null: loss.r1_gamma with loss.kind=rpgan, else 0"),

@@ -44,6 +44,9 @@ class ModelConfig:
     # none | center | whiten; the statistics are fitted at the start of a new run and saved with the weights
     c_norm: str = "none"
     mapping_lr_mul: float = 0.01  # StyleGAN's learning-rate multiplier of the mapping network
+    # an MLP of this many layers (width w_dim, full learning rate) embeds c in G before c meets z. 0: cgan feeds c
+    # to its first convolution directly (DCGAN), stylegan2 embeds it with one linear layer (StyleGAN2-ADA)
+    c_embed_layers: int = 0
 
 
 @dataclass

@@ -45,6 +45,10 @@ CHECKPOINTS_DIR = "checkpoints"
 
 def c_dim_of(arch: str, G_state: dict, z_dim: int) -> int:
     """The text-embedding size a generator state dict was built for (the first layer that reads c)."""
+    # model.c_embed_layers > 0: an MLP (ConditionMapping) reads c first; its first EqualLinear is [width, c_dim]
+    embed_mlp = {"stylegan2": "mapping.embed.layers.0.weight", "cgan": "c_embed.layers.0.weight"}.get(arch)
+    if embed_mlp in G_state:
+        return int(G_state[embed_mlp].shape[1])
     if arch == "stylegan2":
         return int(G_state["mapping.embed.weight"].shape[1])  # EqualLinear(c_dim, w_dim): [w_dim, c_dim]
     if arch == "cgan":

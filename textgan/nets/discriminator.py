@@ -18,6 +18,7 @@ import math
 from torch import nn
 
 from .layers import (
+    ConditionMapping,
     EqualConv2d,
     EqualLinear,
     MinibatchStd,
@@ -25,7 +26,6 @@ from .layers import (
     check_c_dim,
     check_condition,
     check_images,
-    normalize_2nd_moment,
 )
 
 
@@ -41,25 +41,6 @@ class DiscriminatorBlock(nn.Module):
 
     def forward(self, x):
         return (self.skip(x) + self.conv1(self.conv0(x))) * math.sqrt(0.5)
-
-
-class ConditionMapping(nn.Module):
-    """c -> cmap [N, cmap_dim]: a small MLP on the second-moment-normalised text embedding (a CLIP
-    embedding has unit L2 norm, i.e. tiny entries, which this brings to unit scale)."""
-
-    def __init__(self, c_dim, cmap_dim, num_layers=2):
-        super().__init__()
-        dims = [c_dim] + [cmap_dim] * num_layers
-        self.layers = nn.ModuleList(
-            EqualLinear(dims[i], dims[i + 1], activation="lrelu" if i < num_layers - 1 else "linear")
-            for i in range(num_layers)
-        )
-
-    def forward(self, c):
-        x = normalize_2nd_moment(c)
-        for layer in self.layers:
-            x = layer(x)
-        return x
 
 
 class ProjectionHead(nn.Module):

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .layers import (
+    ConditionMapping,
     EqualLinear,
     SynthesisLayer,
     ToRGB,
@@ -42,14 +43,18 @@ class MappingNetwork(nn.Module):
     learned linear embedding), so neither dominates the concatenation whatever its scale; then an MLP
     with a reduced learning rate (lr_mul 0.01, as in StyleGAN)."""
 
-    def __init__(self, z_dim, c_dim, w_dim, num_ws, num_layers=8, lr_mul=0.01, w_avg_beta=0.995):
+    def __init__(self, z_dim, c_dim, w_dim, num_ws, num_layers=8, lr_mul=0.01, w_avg_beta=0.995, c_embed_layers=0):
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"mapping_layers must be >= 1, got {num_layers}.")
+        if c_embed_layers < 0:
+            raise ValueError(f"c_embed_layers must be >= 0, got {c_embed_layers}.")
         self.z_dim, self.c_dim, self.w_dim, self.num_ws = z_dim, c_dim, w_dim, num_ws
         self.w_avg_beta = w_avg_beta
         self.c_norm = nn.Identity()  # a ConditionNorm when model.c_norm is set (textgan.nets.condition_norm)
-        self.embed = EqualLinear(c_dim, w_dim)
+        # c's embedding learns at the full rate (the MLP below at lr_mul): StyleGAN2-ADA's one linear layer, or
+        # with model.c_embed_layers an MLP of its own on the normalised c (textgan.nets.cgan says why).
+        self.embed = ConditionMapping(c_dim, w_dim, c_embed_layers) if c_embed_layers else EqualLinear(c_dim, w_dim)
         dims = [z_dim + w_dim] + [w_dim] * num_layers
         self.layers = nn.ModuleList(
             EqualLinear(dims[i], dims[i + 1], activation="lrelu", lr_mul=lr_mul) for i in range(num_layers)
@@ -171,13 +176,15 @@ class Generator(nn.Module):
         mapping_layers=8,
         mapping_lr_mul=0.01,
         w_avg_beta=0.995,
+        c_embed_layers=0,
     ):
         super().__init__()
         self.z_dim, self.c_dim, self.w_dim = z_dim, check_c_dim(c_dim), w_dim
         self.img_resolution, self.img_channels = img_resolution, img_channels
         self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, size, channel_base, channel_max)
         self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(z_dim, c_dim, w_dim, self.num_ws, mapping_layers, mapping_lr_mul, w_avg_beta)
+        self.mapping = MappingNetwork(z_dim, c_dim, w_dim, self.num_ws, mapping_layers, mapping_lr_mul, w_avg_beta,
+                                      c_embed_layers)
 
     def forward(
         self,

@@ -316,3 +316,23 @@ class MinibatchStd(nn.Module):
 
     def extra_repr(self):
         return f"group_size={self.group_size}, num_channels={self.num_channels}"
+
+
+class ConditionMapping(nn.Module):
+    """c -> [N, cmap_dim]: a small MLP (leaky ReLU between layers, linear last) on the second-moment-normalised
+    text embedding (a CLIP embedding has unit L2 norm, i.e. tiny entries, which this brings to unit scale).
+    D's projection embeds c with it, and G's c embedding when model.c_embed_layers is set."""
+
+    def __init__(self, c_dim, cmap_dim, num_layers=2):
+        super().__init__()
+        dims = [c_dim] + [cmap_dim] * num_layers
+        self.layers = nn.ModuleList(
+            EqualLinear(dims[i], dims[i + 1], activation="lrelu" if i < num_layers - 1 else "linear")
+            for i in range(num_layers)
+        )
+
+    def forward(self, c):
+        x = normalize_2nd_moment(c)
+        for layer in self.layers:
+            x = layer(x)
+        return x
