@@ -68,6 +68,10 @@ def test_shipped_grids_expand_to_the_research_sweeps():
     assert points[-1].name == "124-C_it=5-C_ii=5-h=2"
     sizes = expand_grid(load_grid(os.path.join(ROOT, "configs", "sweeps", "model_size.yaml")))
     assert len(sizes) == 12 and {p.values["augment.kind"] for p in sizes} == {"ada", "none"}
+    conditioning = expand_grid(load_grid(os.path.join(ROOT, "configs", "sweeps", "conditioning.yaml")))
+    assert [p.overrides for p in conditioning[:2]] == [["model.c_norm=none", "loss.kind=nonsaturating"],
+                                                      ["model.c_norm=none", "loss.kind=rpgan"]]
+    assert len(conditioning) == 6 and conditioning[-1].name == "005-c_norm=whiten-kind=rpgan"
 
 
 def test_metric_summary_latest_best_and_direction(tmp_path):

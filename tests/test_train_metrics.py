@@ -100,7 +100,11 @@ def test_a_run_records_metrics_keeps_the_best_checkpoint_and_resumes_with_it(tmp
     assert _complete(os.path.join(run_dir, "best")) == [PRIMARY]
     assert first[0]["best_checkpoint"] == os.path.join(run_dir, "best", PRIMARY)
     assert first[0]["best_metric"] == record and first[1]["best_metric"] == record  # ranks agree
-    assert set(first[0]["shapes_alignment"]) >= {"color", "position", "relation", "shape", "overall", "n"}
+    printed = first[0]["shapes_alignment"]
+    assert set(printed) >= {"color", "position", "relation", "shape", "overall", "n", "one_object", "two_objects"}
+    assert printed["color"] == round(align[-1]["results"]["color"], 4)  # rounded for the log, nested ones too
+    assert printed["one_object"]["n"] + printed["two_objects"]["n"] == printed["n"]
+    assert all(v == round(v, 4) for v in printed["two_objects"].values() if isinstance(v, float))
 
     # the checkpoint holds the G_ema that scored the value: measuring it again gives the same FID
     from textgan.export import load_generator_from_checkpoint

@@ -55,6 +55,12 @@ def metric_scalars(report) -> dict:
     return out
 
 
+def _rounded(results: dict) -> dict:
+    """Floats to 4 decimals, also inside nested dicts (shapes_alignment's one_object, two_objects)."""
+    return {k: _rounded(v) if isinstance(v, dict) else round(v, 4) if isinstance(v, float) else v
+            for k, v in results.items()}
+
+
 class PeriodicMetrics:
     def __init__(self, cfg, runtime, run_dir: str, log=print):
         from textgan.metrics import MetricEvaluator
@@ -138,8 +144,7 @@ class PeriodicMetrics:
             out["metrics"] = self.last.values()
             for name, result in self.last.results.items():
                 if result.kind == "shapes_alignment":
-                    out["shapes_alignment"] = {k: round(v, 4) if isinstance(v, float) else v
-                                               for k, v in result.results.items()}
+                    out["shapes_alignment"] = _rounded(result.results)
                     break
         if self.best is not None:
             out["best_checkpoint"] = self.best["checkpoint"]
