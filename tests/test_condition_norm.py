@@ -284,6 +284,13 @@ def test_caption_embeddings_stop_at_the_limit_within_a_batch(monkeypatch):
     assert torch.equal(condition_stats.caption_embeddings("x", text, limit=5000), table)
 
 
+def test_shards_with_no_readable_sample_are_named_with_their_config_key(monkeypatch):
+    _, text, _ = fake_training_captions(monkeypatch, 0, C_DIM)  # every shard skipped: the loader yields nothing
+    with pytest.raises(FileNotFoundError, match=r"^no readable sample in data.shards=gone to fit model.c_norm on: "
+                                                r"every shard is missing or damaged"):
+        condition_stats.caption_embeddings("gone", text)
+
+
 def test_fit_takes_every_sample_of_a_smaller_set_and_skips_fitted_norms(monkeypatch):
     table, text, calls = fake_training_captions(monkeypatch, 300, C_DIM)
     G, D = build("cgan", "center")

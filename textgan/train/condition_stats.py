@@ -24,7 +24,8 @@ def caption_embeddings(shards: str, text, limit: int = FIT_CAPTIONS) -> torch.Te
         if count >= limit:
             break
     if not out:
-        raise FileNotFoundError(f"no readable sample in {shards} to fit model.c_norm on")
+        raise FileNotFoundError(f"no readable sample in data.shards={shards} to fit model.c_norm on: every shard is "
+                                "missing or damaged (see the loader's lines above); restore or rebuild the shards")
     return torch.cat(out)[:limit]
 
 
