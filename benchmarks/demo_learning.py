@@ -23,7 +23,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tarfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -151,6 +150,7 @@ def probe(shards: str, captions_limit: int = 12000, seed: int = 0) -> str:
     import torch
 
     from textgan.config import load_config
+    from textgan.data.loading.samples import SkipCounter, read_shard
     from textgan.data.manifest import load_manifest
     from textgan.data.sources.shapes import PALETTE
     from textgan.metrics.alignment import parse_caption
@@ -159,12 +159,10 @@ def probe(shards: str, captions_limit: int = 12000, seed: int = 0) -> str:
 
     cfg = load_config(RECIPE, [f"data.shards={shards}"])
     tower = load_text_tower(cfg.text_encoder, torch.device("cpu"))
-    captions = []  # every caption of the first samples, read from the shards' json records (no image decoding)
+    captions = []  # every caption of the first samples, from the shards' json records (no image decoding)
     for shard in load_manifest(shards)["shards"]:
-        with tarfile.open(os.path.join(shards, shard["name"])) as tar:
-            for member in tar:
-                if member.name.endswith(".json"):
-                    captions += json.load(tar.extractfile(member))["captions"]
+        for raw in read_shard(os.path.join(shards, shard["name"]), shard["samples"], SkipCounter()):
+            captions += json.loads(raw["json"])["captions"]
         if len(captions) >= captions_limit:
             break
     captions = captions[:captions_limit]

@@ -67,8 +67,10 @@ class CGANGenerator(nn.Module):
         self.c_norm = nn.Identity()  # a ConditionNorm when model.c_norm is set (textgan.nets.condition_norm)
         # DCGAN conditions only through the first convolution, a LINEAR function of c. Which colours a two-object
         # caption names is not linearly readable from a text embedding (measured on the demo tower: a linear
-        # probe reads the second object's colour 88% right, a one-hidden-layer MLP 99%), so model.c_embed_layers
-        # puts an MLP on c first, as StyleGAN2's mapping network does (0: exactly the old generator).
+        # probe reads the second object's colour 88% right, a one-hidden-layer MLP 99%: `python
+        # benchmarks/demo_learning.py --probe`), so model.c_embed_layers puts an MLP on c first, as StyleGAN2's
+        # mapping network does (0: exactly the old generator). On the demo it learned slower and ended no better
+        # within 160 kimg (BENCHMARKS.md "demo learning"), hence off by default.
         self.c_embed = ConditionMapping(c_dim, embed_dim, c_embed_layers) if c_embed_layers else None
 
     def forward(
