@@ -2,9 +2,9 @@
 """Does the demo learn its text, and which settings make it learn faster? Learning curves, side by side.
 
 Trains variants of configs/demo.yaml (each a list of --set overrides on top of the recipe) for several seeds,
-`--parallel` runs at a time with one torch thread each, and prints the shapes_alignment curves of G_ema
-(colour, position, relation, shape at every snapshot; the last snapshot split into one- and two-object
-captions) with each run's median sec/kimg, as the Markdown tables of BENCHMARKS.md "demo learning":
+`--parallel` runs at a time with `--threads` torch threads each (default 1), and prints the shapes_alignment
+curves of G_ema (colour, position, relation, shape at every snapshot; the last snapshot split into one- and
+two-object captions) with each run's median sec/kimg, as the Markdown tables of BENCHMARKS.md "demo learning":
 
     python benchmarks/demo_learning.py --variants recipe,C_it1 --seeds 0,1,2 --out runs/demo-learning
     python benchmarks/demo_learning.py --out runs/demo-learning --report      # tables of what is there
@@ -41,6 +41,8 @@ VARIANTS = {
     "C_it1+matching2": ["contrastive.C_it=1.0", "loss.matching_aware=2.0"],
     "C_it1+embed2": ["contrastive.C_it=1.0", "model.c_embed_layers=2"],
     "embed2": ["model.c_embed_layers=2"],
+    "cosine": ["optim.lr_schedule=cosine"],
+    "cbn": ["model.cgan_conditional_bn=true"],
     "stylegan2": ["model.arch=stylegan2"],
     "C_it1+stylegan2+map_lr1": ["contrastive.C_it=1.0", "model.arch=stylegan2", "model.mapping_lr_mul=1"],
 }
@@ -51,8 +53,8 @@ def run_dir_of(out: str, variant: str, seed: int) -> str:
     return os.path.join(out, f"{variant}-s{seed}")
 
 
-def command(variant: str, seed: int, out: str, shards: str, kimg) -> list:
-    sets = [f"seed={seed}", "dist.num_threads=1", f"data.shards={shards}",
+def command(variant: str, seed: int, out: str, shards: str, kimg, threads: int = 1) -> list:
+    sets = [f"seed={seed}", f"dist.num_threads={threads}", f"data.shards={shards}",
             "schedule.network_snapshot_ticks=1000"]  # a checkpoint at the end only: the curves need none
     if kimg is not None:
         sets.append(f"schedule.total_kimg={kimg}")
@@ -63,7 +65,7 @@ def command(variant: str, seed: int, out: str, shards: str, kimg) -> list:
     return argv
 
 
-def train(variants, seeds, out, shards, parallel, kimg) -> None:
+def train(variants, seeds, out, shards, parallel, kimg, threads=1) -> None:
     sys.path.insert(0, ROOT)
     from textgan.config import load_config
     from textgan.launch.prepare import ensure_shards
@@ -77,7 +79,7 @@ def train(variants, seeds, out, shards, parallel, kimg) -> None:
             os.makedirs(run_dir_of(out, variant, seed), exist_ok=True)
             log = open(run_dir_of(out, variant, seed) + ".log", "w")
             print(f"start {variant} seed {seed}", flush=True)
-            running.append((variant, seed, subprocess.Popen(command(variant, seed, out, shards, kimg), stdout=log,
+            running.append((variant, seed, subprocess.Popen(command(variant, seed, out, shards, kimg, threads), stdout=log,
                                                             stderr=subprocess.STDOUT, cwd=ROOT), log))
         time.sleep(5)
         for item in list(running):
@@ -208,7 +210,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=os.path.join(ROOT, "runs", "demo-learning"), help="where the runs go")
     parser.add_argument("--shards", default=os.path.join(ROOT, "data", "shapes32"),
                         help="the demo shards (the recipe builds them there on first use)")
-    parser.add_argument("--parallel", type=int, default=2, help="runs at a time (one torch thread each)")
+    parser.add_argument("--parallel", type=int, default=2, help="runs at a time")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run (2 for one run alone)")
     parser.add_argument("--kimg", type=float, default=None, help="schedule.total_kimg (default: the recipe's)")
     parser.add_argument("--report", action="store_true", help="only print the tables of the runs in --out")
     parser.add_argument("--probe", action="store_true", help="only print what the caption embedding holds")
@@ -221,7 +224,8 @@ def main(argv=None) -> int:
         unknown = [v for v in variants if v not in VARIANTS]
         if unknown:
             parser.error(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
-        train(variants, [int(s) for s in args.seeds.split(",")], args.out, args.shards, args.parallel, args.kimg)
+        train(variants, [int(s) for s in args.seeds.split(",")], args.out, args.shards, args.parallel, args.kimg,
+              args.threads)
     print(report(args.out))
     return 0
 

@@ -50,6 +50,7 @@ class CGANGenerator(nn.Module):
         channel_max=CGAN_CHANNEL_MAX,
         c_embed_layers=0,
         c_embed_dim=None,
+        conditional_bn=False,
     ):
         super().__init__()
         self.channels = ch = channels_per_resolution(img_resolution, channel_base, channel_max, size)
@@ -72,6 +73,17 @@ class CGANGenerator(nn.Module):
         # mapping network does (0: exactly the old generator). On the demo it learned slower and ended no better
         # within 160 kimg (BENCHMARKS.md "demo learning"), hence off by default.
         self.c_embed = ConditionMapping(c_dim, embed_dim, c_embed_layers) if c_embed_layers else None
+        # model.cgan_conditional_bn: c also sets a gain and a bias of every batch norm (conditional batch norm, as
+        # SNGAN-projection's and BigGAN's generators; DF-GAN fuses the text at every block the same way), so the
+        # text reaches every resolution, as StyleGAN2's w does, instead of only the first convolution. Zero-initialised
+        # (created after the DCGAN init, drawing no random numbers): at step 0 it is exactly the plain generator.
+        self.c_affine = None
+        if conditional_bn:
+            norms = [m for m in self.net if isinstance(m, nn.BatchNorm2d)]
+            self.c_affine = nn.ModuleList(nn.Linear(embed_dim, 2 * m.num_features) for m in norms)
+            for layer in self.c_affine:
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
     def forward(
         self,
@@ -97,8 +109,17 @@ class CGANGenerator(nn.Module):
         c = self.c_norm(c)
         if self.c_embed is not None:
             c = self.c_embed(c)  # normalises c's second moment first (ConditionMapping)
-        x = torch.cat([z, normalize_2nd_moment(c)], dim=1)
-        return self.net(x[:, :, None, None])
+        c = normalize_2nd_moment(c)
+        x = torch.cat([z, c], dim=1)[:, :, None, None]
+        if self.c_affine is None:
+            return self.net(x)
+        affines = iter(self.c_affine)
+        for layer in self.net:
+            x = layer(x)
+            if isinstance(layer, nn.BatchNorm2d):
+                gain, bias = next(affines)(c)[:, :, None, None].chunk(2, dim=1)
+                x = torch.addcmul(bias, x, 1 + gain)
+        return x
 
 
 class CGANDiscriminator(nn.Module):
