@@ -29,20 +29,24 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 RECIPE = os.path.join(ROOT, "configs", "demo.yaml")
 
-# name -> overrides of configs/demo.yaml. "recipe" is the recipe as shipped (c whitened, C_it 2); the others
-# change one thing, or the named things, so that a curve can be put next to another: the "C_it1+" variants are
-# the levers measured on the recipe as it stood before (C_it 1), "C_it1+c_norm=none" is the demo before c_norm.
+# name -> overrides of configs/demo.yaml. "recipe" is the recipe as shipped (c whitened and fed to every batch norm
+# of G, C_it 2); "no_cbn" is it without conditional batch norm (the recipe before it), and the other cgan variants
+# change one more thing on top of no_cbn, or on top of "C_it1" (no_cbn with C_it 1, the recipe before that), so that
+# each curve reproduces the one it was measured as (BENCHMARKS.md "demo learning"). StyleGAN2 ignores
+# model.cgan_conditional_bn, so its variants need no such care.
+NO_CBN = ["model.cgan_conditional_bn=false"]
+C_IT1 = NO_CBN + ["contrastive.C_it=1.0"]
 VARIANTS = {
     "recipe": [],
-    "C_it1": ["contrastive.C_it=1.0"],
-    "C_it1+c_norm=none": ["contrastive.C_it=1.0", "model.c_norm=none"],
-    "C_it1+rpgan": ["contrastive.C_it=1.0", "loss.kind=rpgan"],
-    "C_it1+lr0.005": ["contrastive.C_it=1.0", "optim.G_lr=0.005", "optim.D_lr=0.005"],
-    "C_it1+matching2": ["contrastive.C_it=1.0", "loss.matching_aware=2.0"],
-    "C_it1+embed2": ["contrastive.C_it=1.0", "model.c_embed_layers=2"],
-    "embed2": ["model.c_embed_layers=2"],
-    "cosine": ["optim.lr_schedule=cosine"],
-    "cbn": ["model.cgan_conditional_bn=true"],
+    "no_cbn": NO_CBN,
+    "no_cbn+cosine": NO_CBN + ["optim.lr_schedule=cosine"],
+    "embed2": NO_CBN + ["model.c_embed_layers=2"],
+    "C_it1": C_IT1,
+    "C_it1+c_norm=none": C_IT1 + ["model.c_norm=none"],
+    "C_it1+rpgan": C_IT1 + ["loss.kind=rpgan"],
+    "C_it1+lr0.005": C_IT1 + ["optim.G_lr=0.005", "optim.D_lr=0.005"],
+    "C_it1+matching2": C_IT1 + ["loss.matching_aware=2.0"],
+    "C_it1+embed2": C_IT1 + ["model.c_embed_layers=2"],
     "stylegan2": ["model.arch=stylegan2"],
     "C_it1+stylegan2+map_lr1": ["contrastive.C_it=1.0", "model.arch=stylegan2", "model.mapping_lr_mul=1"],
 }

@@ -247,10 +247,6 @@ def validate(cfg) -> None:
     if sched.batch_size % sched.batch_gpu:
         raise UsageError(f"config key 'schedule.batch_size' ({sched.batch_size}) must be a multiple of "
                          f"'schedule.batch_gpu' ({sched.batch_gpu}) times the number of ranks")
-    if cfg.model.cgan_conditional_bn and cfg.model.arch != "cgan":
-        raise UsageError(f"config key 'model.cgan_conditional_bn' is true with model.arch={cfg.model.arch}: it is a "
-                         "cgan option (stylegan2 already conditions every layer through w); set it false or use "
-                         "--set model.arch=cgan")
     if cfg.model.arch == "cgan":
         # The DCGAN baseline maps (z, c) straight to an image: it has no styles (ws) to mix or to
         # measure a path length on, so these terms cannot apply; refuse rather than ignore them.

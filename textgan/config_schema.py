@@ -47,8 +47,8 @@ class ModelConfig:
     # an MLP of this many layers (width w_dim, full learning rate) embeds c in G before c meets z. 0: cgan feeds c
     # to its first convolution directly (DCGAN), stylegan2 embeds it with one linear layer (StyleGAN2-ADA)
     c_embed_layers: int = 0
-    # cgan only: c also sets the gain and bias of every batch norm of G (conditional batch norm), so that the text
-    # reaches every resolution; stylegan2 already conditions every layer through w
+    # cgan: c also sets the gain and bias of every batch norm of G (conditional batch norm), so that the text
+    # reaches every resolution. Like mapping_* for the cgan, stylegan2 ignores it: w already conditions every layer
     cgan_conditional_bn: bool = False
 
 
