@@ -16,10 +16,13 @@ def config(conditional_bn, *more):
     return load_config(None, TINY_CGAN + [f"model.cgan_conditional_bn={str(conditional_bn).lower()}", *more])
 
 
-def build(conditional_bn, *more):
+def build_both(conditional_bn, *more):
     torch.manual_seed(0)
-    G, _ = build_nets(config(conditional_bn, *more), C_DIM)
-    return G
+    return build_nets(config(conditional_bn, *more), C_DIM)
+
+
+def build(conditional_bn, *more):
+    return build_both(conditional_bn, *more)[0]
 
 
 def inputs(seed=1, n=4):
@@ -45,8 +48,11 @@ def test_off_is_the_old_generator_and_on_adds_one_zero_initialised_affine_per_ba
         f"c_affine.{i}.{p}": ((2 * ch, C_DIM) if p == "weight" else (2 * ch,))
         for i, ch in enumerate(norms) for p in ("weight", "bias")}
     assert all(float(v.abs().max()) == 0 for k, v in s1.items() if k.startswith("c_affine."))
-    # built after the DCGAN init without drawing random numbers: every shared weight is the same
+    # built after the DCGAN init without drawing random numbers: every shared weight is the same, and so is D,
+    # which is built after G from the same random stream
     assert all(torch.equal(s0[k], s1[k]) for k in s0)
+    D0, D1 = (build_both(v)[1].state_dict() for v in (False, True))
+    assert all(torch.equal(D0[k], D1[k]) for k in D0)
     z, c = inputs()
     torch.testing.assert_close(new(z, c), old(z, c), rtol=0, atol=0)  # at step 0 the same images
 

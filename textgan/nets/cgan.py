@@ -1,6 +1,7 @@
 """Conditional DCGAN baseline (`model.arch: cgan`): the research notes' point of comparison.
 
-Generator: [z, c] -> transposed convs (4x4 stride 2) with batch norm and ReLU -> tanh image.
+Generator: [z, c] -> transposed convs (4x4 stride 2) with batch norm and ReLU -> tanh image; with
+conditional_bn, c also sets each batch norm's gain and bias (model.cgan_conditional_bn).
 Discriminator: strided convs with leaky ReLU down to 4x4 -> pooled features -> the same projection
 head as the StyleGAN2 discriminator. D has no batch norm: R1 differentiates D per real batch, and
 batch statistics would mix real and fake batches' gradients in ways the losses do not expect.
@@ -12,6 +13,7 @@ and ignored. Code that needs styles (path-length regularization, ws) must check 
 
 import torch
 from torch import nn
+from torch.nn.utils import skip_init
 
 from .discriminator import ProjectionHead
 from .layers import (
@@ -76,11 +78,12 @@ class CGANGenerator(nn.Module):
         # model.cgan_conditional_bn: c also sets a gain and a bias of every batch norm (conditional batch norm, as
         # SNGAN-projection's and BigGAN's generators; DF-GAN fuses the text at every block the same way), so the
         # text reaches every resolution, as StyleGAN2's w does, instead of only the first convolution. Zero-initialised
-        # (created after the DCGAN init, drawing no random numbers): at step 0 it is exactly the plain generator.
+        # (skip_init: no random numbers drawn, so G, and D built after it, get the same weights as without it): at step
+        # 0 it is exactly the plain generator.
         self.c_affine = None
         if conditional_bn:
             norms = [m for m in self.net if isinstance(m, nn.BatchNorm2d)]
-            self.c_affine = nn.ModuleList(nn.Linear(embed_dim, 2 * m.num_features) for m in norms)
+            self.c_affine = nn.ModuleList(skip_init(nn.Linear, embed_dim, 2 * m.num_features) for m in norms)
             for layer in self.c_affine:
                 nn.init.zeros_(layer.weight)
                 nn.init.zeros_(layer.bias)
