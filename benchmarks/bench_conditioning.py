@@ -8,24 +8,14 @@ What each buys in learning is in BENCHMARKS.md "demo learning" (benchmarks/demo_
 
 import itertools
 import statistics
-import time
 
-from bench_train_ranks import demo_cfg, shapes_shards, spawn_ranks
+from bench_train_ranks import demo_cfg, interleaved_step_seconds, shapes_shards, spawn_ranks
 from harness import Result
 
 VARIANTS = {
     "plain": ["model.cgan_conditional_bn=false"],
     "conditional_bn": ["model.cgan_conditional_bn=true"],
 }
-
-
-def _steps(setup, state, batches, n: int) -> float:
-    from textgan.train.step import train_step
-
-    start = time.perf_counter()
-    for _ in range(n):
-        train_step(setup, batches, state)
-    return (time.perf_counter() - start) / n
 
 
 def timing_job(rank, world_size, opts: dict) -> dict:
@@ -46,14 +36,7 @@ def timing_job(rank, world_size, opts: dict) -> dict:
     batches = itertools.cycle(list(itertools.islice(iter(loader), 8)))  # held in memory: no data cost
     runs = {v: (build_training(demo_cfg(opts["shards"], *sets), runtime, text=text, manifest=manifest), TrainState())
             for v, sets in VARIANTS.items()}
-    for setup, state in runs.values():
-        _steps(setup, state, batches, opts["warmup"])
-    seconds = {v: [] for v in runs}
-    names = list(runs)
-    for rep in range(opts["repeats"]):
-        shift = rep % len(names)
-        for v in names[shift:] + names[:shift]:
-            seconds[v].append(_steps(*runs[v], batches, opts["window"]))
+    seconds = interleaved_step_seconds(runs, batches, opts["warmup"], opts["repeats"], lambda v: opts["window"])
     return {"seconds": seconds}
 
 

@@ -18,7 +18,7 @@ import os
 import statistics
 import time
 
-from bench_train_ranks import demo_cfg, spawn_ranks
+from bench_train_ranks import demo_cfg, interleaved_step_seconds, spawn_ranks, step_seconds
 from common import CACHE
 from harness import Result
 
@@ -79,21 +79,11 @@ def _cfg(opts, variant):
 
 
 def _setup(opts, variant, runtime, text, manifest):
-    """What training_loop builds for the variant (every variant shares the one text tower)."""
+    """(setup, state) as training_loop builds them for the variant (every variant shares the one text tower)."""
     from textgan.train.setup import build_training
     from textgan.train.step import TrainState
 
-    cfg = _cfg(opts, variant)
-    return {"setup": build_training(cfg, runtime, text=text, manifest=manifest), "state": TrainState()}
-
-
-def _steps(s, batches, n: int) -> float:
-    from textgan.train.step import train_step
-
-    start = time.perf_counter()
-    for _ in range(n):
-        train_step(s["setup"], batches, s["state"])
-    return (time.perf_counter() - start) / n
+    return build_training(_cfg(opts, variant), runtime, text=text, manifest=manifest), TrainState()
 
 
 def _context(opts):
@@ -116,17 +106,11 @@ def timing_job(rank, world_size, opts: dict) -> dict:
     """Every variant's engines in this one process, timed in interleaved windows (order rotated)."""
     runtime, manifest, text, batches = _context(opts)
     setups = {v: _setup(opts, v, runtime, text, manifest) for v in VARIANTS}
-    for s in setups.values():
-        _steps(s, batches, opts["warmup"])
-    seconds = {v: [] for v in setups}
-    names = list(setups)
-    for rep in range(opts["repeats"]):
-        shift = rep % len(names)
-        for v in names[shift:] + names[:shift]:
-            # the ResNet and StyleGAN2 variants take 7-30x longer per iteration: fewer iterations
-            window = opts["window_heavy"] if v.startswith(("full", "stylegan2")) else opts["window"]
-            seconds[v].append(_steps(setups[v], batches, window))
-    return {"seconds": seconds, "batch_size": setups["base"]["setup"].cfg.schedule.batch_size}
+    # the ResNet and StyleGAN2 variants take 7-30x longer per iteration: fewer iterations
+    seconds = interleaved_step_seconds(
+        setups, batches, opts["warmup"], opts["repeats"],
+        lambda v: opts["window_heavy"] if v.startswith(("full", "stylegan2")) else opts["window"])
+    return {"seconds": seconds, "batch_size": setups["base"][0].cfg.schedule.batch_size}
 
 
 def memory_job(rank, world_size, opts: dict, variant: str) -> dict:
@@ -151,7 +135,7 @@ def memory_job(rank, world_size, opts: dict, variant: str) -> dict:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        _steps(s, batches, opts["memory_steps"])
+        step_seconds(*s, batches, opts["memory_steps"])
     finally:
         stop.set()
         sampler.join()

@@ -46,6 +46,34 @@ def shapes_shards(resolution: int = 32, n: int = SHAPES_SAMPLES) -> str:
     return out
 
 
+# ---------------------------------------------------------------------- timing training steps
+
+
+def step_seconds(setup, state, batches, n: int) -> float:
+    """Mean seconds of n training steps (textgan.train.step.train_step) of one built setup."""
+    from textgan.train.step import train_step
+
+    start = time.perf_counter()
+    for _ in range(n):
+        train_step(setup, batches, state)
+    return (time.perf_counter() - start) / n
+
+
+def interleaved_step_seconds(runs: dict, batches, warmup: int, repeats: int, window) -> dict:
+    """{name: [s/step of each window]} for runs {name: (setup, TrainState)} built in one process: each warmed up,
+    then timed in turn in windows of window(name) steps, the order rotated every round, so that the machine's
+    drift falls on every run alike."""
+    for setup, state in runs.values():
+        step_seconds(setup, state, batches, warmup)
+    seconds = {name: [] for name in runs}
+    names = list(runs)
+    for rep in range(repeats):
+        shift = rep % len(names)
+        for name in names[shift:] + names[:shift]:
+            seconds[name].append(step_seconds(*runs[name], batches, window(name)))
+    return seconds
+
+
 # ---------------------------------------------------------------------- spawning ranks
 
 

@@ -83,8 +83,9 @@ def train(variants, seeds, out, shards, parallel, kimg, threads=1) -> None:
             os.makedirs(run_dir_of(out, variant, seed), exist_ok=True)
             log = open(run_dir_of(out, variant, seed) + ".log", "w")
             print(f"start {variant} seed {seed}", flush=True)
-            running.append((variant, seed, subprocess.Popen(command(variant, seed, out, shards, kimg, threads), stdout=log,
-                                                            stderr=subprocess.STDOUT, cwd=ROOT), log))
+            process = subprocess.Popen(command(variant, seed, out, shards, kimg, threads), stdout=log,
+                                       stderr=subprocess.STDOUT, cwd=ROOT)
+            running.append((variant, seed, process, log))
         time.sleep(5)
         for item in list(running):
             variant, seed, proc, log = item
