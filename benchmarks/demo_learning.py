@@ -39,6 +39,8 @@ C_IT1 = NO_CBN + ["contrastive.C_it=1.0"]
 VARIANTS = {
     "recipe": [],
     "no_cbn": NO_CBN,
+    "nearest": ["loss.matching_negatives=nearest"],
+    "nearest+matching2": ["loss.matching_negatives=nearest", "loss.matching_aware=2.0"],
     "no_cbn+cosine": NO_CBN + ["optim.lr_schedule=cosine"],
     "embed2": NO_CBN + ["model.c_embed_layers=2"],
     "C_it1": C_IT1,

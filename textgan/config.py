@@ -40,6 +40,7 @@ CHOICES = {
     "model.arch": ("stylegan2", "cgan"),
     "model.c_norm": ("none", "center", "whiten"),
     "loss.kind": ("nonsaturating", "hinge", "rpgan"),
+    "loss.matching_negatives": ("roll", "nearest"),
     "augment.kind": ("none", "ada", "diffaugment"),
     "optim.lr_schedule": ("constant", "warmup", "cosine"),
     "optim.lr_scaling": LR_SCALINGS,

@@ -70,6 +70,8 @@ class LossConfig:
     pl_decay: float = 0.01
     style_mixing_prob: float = 0.9
     matching_aware: float = 0.0  # weight of "real image + mismatched caption counts as fake"
+    # which wrong caption: roll (another sample's, GAN-CLS) | nearest (the batch's most similar other caption)
+    matching_negatives: str = "roll"
     ortho_reg: float = 0.0  # BigGAN orthogonal regularization of G's weights
     weight_decay: float = 0.0  # L2 on both networks' weights
     grad_clip: Optional[float] = None  # max global grad norm per engine

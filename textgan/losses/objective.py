@@ -32,6 +32,7 @@ from torch import nn
 
 from textgan.losses.adversarial import (check_kind, d_loss_fake, d_loss_real, d_loss_relativistic, g_loss,
                                          g_loss_relativistic, is_paired)
+from textgan.losses.mismatch import mismatched_captions
 from textgan.losses.phases import Phase, PhaseInputs, iteration_phases
 from textgan.losses.regularizers import l2_penalty, orthogonal_penalty, path_length_penalty, r1_penalty
 
@@ -92,6 +93,8 @@ class GANObjective:
         self.pl_weight = float(loss_cfg.pl_weight)
         self.pl_decay = float(loss_cfg.pl_decay)
         self.matching_aware = float(loss_cfg.matching_aware)
+        self.matching_negatives = getattr(loss_cfg, "matching_negatives", "roll")
+        mismatched_captions(torch.zeros(2, 1), self.matching_negatives)  # an unknown name fails at build
         self.ortho_reg = float(loss_cfg.ortho_reg)
         self.weight_decay = float(loss_cfg.weight_decay)
         for key in ("r1_gamma", "r2_gamma", "pl_weight", "matching_aware", "ortho_reg", "weight_decay"):
@@ -254,7 +257,8 @@ class GANObjective:
         carry no graph into G); Loss/D/adv_real = mean d_loss_real(D(aug(reals), c)).
         With loss.matching_aware > 0: Loss/D/matching = mean d_loss_fake(D(aug(reals), c_mismatch)),
         the real image with another sample's caption counted as fake (Reed et al. 2016's GAN-CLS);
-        c_mismatch defaults to c rolled by one sample. With loss.weight_decay > 0: Loss/D/l2 of D_module.
+        c_mismatch defaults to mismatched_captions(c, loss.matching_negatives): c rolled by one sample (roll)
+        or each sample's most similar other caption (nearest). With loss.weight_decay > 0: Loss/D/l2 of D_module.
         With the D contrastive structure on: D's heads (D_module.contrastive) on the real pairs, from
         the real forward's features (Loss/D/contrastive/D_it, weight S_D C_it; ids: image ids).
         c_G: the generator's condition when it differs from D's (text noise); default c.
@@ -288,9 +292,7 @@ class GANObjective:
             out = {"Loss/D/adv_fake": adv_fake.detach(), "Loss/D/adv_real": adv_real.detach()}
         if self.matching_aware > 0:
             if c_mismatch is None:
-                if c.shape[0] < 2:
-                    raise ValueError("loss.matching_aware needs >= 2 samples per batch to mismatch captions.")
-                c_mismatch = torch.roll(c, shifts=1, dims=0)
+                c_mismatch = mismatched_captions(c, self.matching_negatives)
             mismatch_logits = self.run_D(D_fn, reals.detach(), c_mismatch)
             if self.paired:
                 matching = d_loss_relativistic(real_logits, mismatch_logits).mean()
