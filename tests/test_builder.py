@@ -50,13 +50,14 @@ def test_shapes_build_writes_manifest_and_decodable_samples(tmp_path):
     samples = all_samples(out, m)
     assert sorted(int(key) for _, key, _ in samples) == sorted(expected)
     for _, key, entries in samples:
-        assert set(entries) == {"jpg", "json"}
+        assert set(entries) == {"jpg", "json", "txt"}
         img = decode(entries["jpg"])
         assert (img.format, img.mode, img.size) == ("JPEG", "RGB", (16, 16))
         meta = json.loads(entries["json"])
         record = expected[int(key)]
         assert key == fmt.sample_key(meta["image_id"])
         assert meta["captions"] == record.captions and meta["attributes"] == record.attributes
+        assert entries["txt"].decode("utf-8") == record.captions[0]  # open_clip / img2dataset tools read txt
         assert (meta["width"], meta["height"], meta["split"], meta["file_name"]) == (16, 16, "train", record.file_name)
 
 

@@ -20,7 +20,7 @@ HELPS = {
     ("train",): "usage: textgan train [-h] --config CONFIG",
     ("sweep",): "usage: textgan sweep [-h] [--config CONFIG] [--grid GRID]",
     ("sweep", "collect"): "usage: textgan sweep collect [-h] [--no-tensorboard] SWEEP_DIR",
-    ("shards",): "usage: textgan shards [-h] {coco,shapes,verify,merge} ...",
+    ("shards",): "usage: textgan shards [-h] {coco,shapes,verify,merge,index} ...",
     ("shards", "shapes"): "usage: textgan shards shapes [-h] --outdir OUT",
     ("export",): "usage: textgan export [-h] --out FILE.pt RUN_OR_CHECKPOINT",
     ("eval",): "usage: textgan eval [-h] [--metrics METRICS]",

@@ -17,7 +17,7 @@ SUBCOMMANDS = {
                                           "(= python launchers/submit.py)"),
     "sweep": ("textgan.launch.sweep_cmd", "run a grid of configs as one Slurm job array; `sweep collect DIR` "
                                           "tabulates it (= python launchers/sweep.py)"),
-    "shards": ("textgan.data.building.cli", "build, verify or merge WebDataset shards (COCO 2014, shapes) "
+    "shards": ("textgan.data.building.cli", "build, verify, merge or index WebDataset shards (COCO 2014, shapes, img2dataset) "
                                          "(= python shards/build.py)"),
     "export": ("textgan.export_cli", "write a run's G_ema and config as a standalone file (no DeepSpeed needed)"),
     "eval": ("textgan.eval_cli", "measure FID/KID/IS, CLIP score, diversity or shapes alignment of a run's G_ema"),

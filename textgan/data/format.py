@@ -5,6 +5,7 @@ A shard directory OUT holds WebDataset tars plus OUT/manifest.json (written last
 Each sample in a tar:
     __key__            f"{image_id:012d}"
     jpg                RGB JPEG at the build resolution (square)
+    txt                the first caption (UTF-8): open_clip's trainer and img2dataset's tools read it
     json               {"image_id": int, "file_name": str, "captions": [str, ...],
                         "width": int, "height": int,   # of the original image
                         "split": "train" | "val",
@@ -13,8 +14,13 @@ Each sample in a tar:
     clip_txt.npy       optional float16 [n_captions, D]: CLIP text embedding per caption
     perceptual.npy     optional float16 [F]: ResNet/VGG pooled features of the stored JPEG
 
+Shards written by other tools (img2dataset: jpg/png/webp + txt + json) get a manifest from
+`textgan shards index` (textgan/data/building/index.py): source "img2dataset", sha256 null, settings
+{resolution, resize_on_load: "center", image_key, ...}; their samples' captions come from txt and their
+ids from their keys.
+
 manifest.json (see MANIFEST_* below and textgan.data.manifest):
-    format, format_version, builder_version, source ("coco" | "shapes"), split,
+    format, format_version, builder_version, source ("coco" | "shapes" | "img2dataset"), split,
     settings   {resolution, crop, quality, seed, limit, samples_per_shard, exclude_overlap,
                 features: {clip: {...} | null, perceptual: {...} | null}, source-specific keys},
     annotations_sha256, shards [{name, samples, sha256}], samples,
@@ -35,6 +41,7 @@ TMP_SUFFIX = ".tmp"
 
 KEY_JPG = "jpg"
 KEY_JSON = "json"
+KEY_TXT = "txt"  # the first caption, as plain text: what open_clip's and img2dataset's tools read
 KEY_CLIP_IMG = "clip_img.npy"
 KEY_CLIP_TXT = "clip_txt.npy"
 KEY_PERCEPTUAL = "perceptual.npy"

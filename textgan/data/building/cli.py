@@ -4,6 +4,9 @@
     shapes --outdir OUT [--n 20000] [--resolution 64] [--coco-layout DIR] ...
     verify OUT        re-check OUT's shards against its manifest (exit 1 on any problem)
     merge OUT         combine the part manifests of a --num-parts build into manifest.json
+    index DIR_OR_PATTERN [--resolution R] [--scan]
+                      a manifest for img2dataset-style shards (jpg + txt + json, e.g. DIR/{00000..00099}.tar)
+                      so that training reads them as it reads ours; the tars are not rewritten
 
 Exit codes: 0 done, 1 build failed while writing (disk full, ...) or verify found problems,
 2 bad invocation (nothing written), 130 interrupted (finished shards kept; rerun resumes).
@@ -94,7 +97,7 @@ def _common_options(default_resolution: int) -> argparse.ArgumentParser:
 def make_parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", metavar="{coco,shapes,verify,merge}")
+    sub = parser.add_subparsers(dest="command", metavar="{coco,shapes,verify,merge,index}")
     sub.required = True
     coco = sub.add_parser("coco", parents=[_common_options(256)], help="COCO 2014 captions -> shards")
     coco.add_argument("--root", required=True, help="COCO directory holding annotations/ and train2014/ or val2014/")
@@ -111,6 +114,19 @@ def make_parser(prog: str) -> argparse.ArgumentParser:
                         ("merge", "combine OUT's part manifests into manifest.json")):
         s = sub.add_parser(name, help=help_)
         s.add_argument("out", metavar="OUT")
+    index = sub.add_parser("index", help="a manifest for existing img2dataset-style shards (jpg/png/webp + txt + json)",
+                           description="Writes manifest.json next to WebDataset tars written by img2dataset (or any "
+                                       "tool writing KEY.jpg + KEY.txt + KEY.json), so training, evaluation and verify "
+                                       "read them. Counts come from the parquet or _stats.json sidecars, or from a "
+                                       "scan of the tar; truncated tars are scanned and reported.")
+    index.add_argument("source", metavar="DIR_OR_PATTERN",
+                       help="the shards' directory, a brace pattern (DIR/{00000..00099}.tar) or a glob (DIR/*.tar)")
+    index.add_argument("--resolution", type=_resolution,
+                       help="side to train at; images of another size are center-cropped and resized when loaded "
+                            "(default: the first image's side, when it is square)")
+    index.add_argument("--split", default="train", choices=fmt.SPLITS, help="train (default) or val")
+    index.add_argument("--scan", action="store_true",
+                       help="count every tar's samples by reading its headers, and report sidecars that disagree")
     return parser
 
 
@@ -202,6 +218,14 @@ def _merge(out: str, prog: str) -> int:
     return 0
 
 
+def _index(args) -> int:
+    from textgan.data.building.index import describe, index_shards
+
+    result = index_shards(args.source, resolution=args.resolution, split=args.split, scan=args.scan)
+    print(describe(result))
+    return 0
+
+
 def main(argv=None, prog: str = "shards/build.py") -> int:
     parser = make_parser(prog)
     try:
@@ -214,6 +238,8 @@ def main(argv=None, prog: str = "shards/build.py") -> int:
             return _verify(args.out)
         if args.command == "merge":
             return _merge(args.out, prog)
+        if args.command == "index":
+            return _index(args)
         cfg = config_from_args(args)
         result = build(cfg)
         print_summary(result, cfg, prog)

@@ -39,11 +39,12 @@ def npy_bytes(array) -> bytes:
 
 
 def encode_sample(image_id: int, jpeg: bytes, meta: dict, features: dict | None = None) -> dict:
-    """A WebDataset sample of bytes values: key, jpg, json and optional .npy features."""
+    """A WebDataset sample of bytes values: key, jpg, json, txt (the first caption) and optional .npy features."""
     sample = {
         "__key__": fmt.sample_key(image_id),
         fmt.KEY_JPG: jpeg,
         fmt.KEY_JSON: json.dumps(meta, sort_keys=True, ensure_ascii=False).encode("utf-8"),
+        fmt.KEY_TXT: meta["captions"][0].encode("utf-8"),
     }
     for key, array in (features or {}).items():
         sample[key] = npy_bytes(array)

@@ -2,8 +2,12 @@
 
 For every shard the manifest lists: the tar exists, its sha256 and sample count match, and
 every sample has a JPEG that decodes as RGB at resolution x resolution, a json that parses
-(with the image id of its key), and feature arrays that load as float16.
+(with the image id of its key), and feature arrays that load as float16. Shards indexed from another
+tool (`shards index`) carry no sha256 (not checked) and their samples are checked by decoding them as
+the loader does (image, json, caption from txt).
 """
+
+from __future__ import annotations
 
 import io
 import json
@@ -15,6 +19,8 @@ import numpy as np
 from PIL import Image
 
 from textgan.data import format as fmt
+from textgan.data.building.index import SOURCE_NAME as INDEXED_SOURCE
+from textgan.data.loading.samples import SampleDecoder, SampleError, decoder_settings
 from textgan.data.manifest import (find_part_manifests, load_manifest, load_manifest_file, manifest_path,
                                    shard_path)
 from textgan.errors import UsageError
@@ -40,6 +46,15 @@ def _manifests(out_dir: str) -> list:
     if os.path.isfile(manifest_path(out_dir)) or not find_part_manifests(out_dir):
         return [(manifest_path(out_dir), load_manifest(out_dir))]
     return [(path, load_manifest_file(path)) for _, path in sorted(find_part_manifests(out_dir).items())]
+
+
+def _check_indexed_sample(name: str, key: str, entries: dict, decoder: SampleDecoder) -> list:
+    """A sample of shards indexed from another tool: served exactly as the loader would serve it."""
+    try:
+        decoder.decode(dict(entries, __key__=key), draws=(0.0, 0.0))
+    except SampleError as e:
+        return [f"{name}: sample {key}: {e}"]
+    return []
 
 
 def _check_sample(name: str, key: str, entries: dict, resolution: int) -> list:
@@ -87,14 +102,17 @@ def _read_samples(path: str) -> list:
     return samples
 
 
-def verify_shard(out_dir: str, shard: dict, resolution: int) -> tuple:
-    """(samples read, problems) of one manifest shard entry."""
+def verify_shard(out_dir: str, shard: dict, resolution: int, decoder: SampleDecoder | None = None) -> tuple:
+    """(samples read, problems) of one manifest shard entry. decoder: for shards indexed from another tool
+    (not hashed, and their samples checked as the loader serves them), None for textgan-built ones."""
     name = shard["name"]
     path = shard_path(out_dir, shard)
     if not os.path.isfile(path):
         return 0, [f"{name}: shard file is missing"]
     problems = []
-    if sha256_file(path) != shard["sha256"]:
+    if shard.get("sha256") is None and decoder is None:
+        problems.append(f"{name}: the manifest has no sha256 for it (only indexed shards may lack one)")
+    elif shard.get("sha256") is not None and sha256_file(path) != shard["sha256"]:
         problems.append(f"{name}: sha256 differs from the manifest (the file was modified or truncated)")
     try:
         samples = _read_samples(path)
@@ -103,7 +121,8 @@ def verify_shard(out_dir: str, shard: dict, resolution: int) -> tuple:
     if len(samples) != shard["samples"]:
         problems.append(f"{name}: holds {len(samples)} samples, the manifest says {shard['samples']}")
     for key, entries in samples:
-        problems += _check_sample(name, key, entries, resolution)
+        problems += (_check_sample(name, key, entries, resolution) if decoder is None
+                     else _check_indexed_sample(name, key, entries, decoder))
     return len(samples), problems
 
 
@@ -113,9 +132,10 @@ def verify_shards(out_dir: str) -> VerifyReport:
     report = VerifyReport([path for path, _ in manifests])
     for path, manifest in manifests:
         resolution = int(manifest["settings"]["resolution"])
+        decoder = SampleDecoder(**decoder_settings(manifest)) if manifest.get("source") == INDEXED_SOURCE else None
         total = 0
         for shard in manifest["shards"]:
-            count, problems = verify_shard(out_dir, shard, resolution)
+            count, problems = verify_shard(out_dir, shard, resolution, decoder)
             report.shards += 1
             report.samples += count
             report.problems += problems

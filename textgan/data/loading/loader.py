@@ -34,7 +34,7 @@ import weakref
 import torch
 from torch.utils.data import DataLoader
 
-from textgan.data.loading.samples import feature_flags
+from textgan.data.loading.samples import decoder_settings, feature_flags
 from textgan.data.loading.streams import EvalStream, TrainStream
 from textgan.data.manifest import load_manifest, shard_path
 from textgan.data.loading.skip_alarm import SkipRateAlarm, SkipRateExceeded  # noqa: F401  (SkipRateExceeded: re-exported)
@@ -71,12 +71,13 @@ class _ShardSet:
             raise UsageError(f"{shards_dir}: the manifest lists no samples; rebuild the shards.")
         self.resolution = int(self.manifest["settings"]["resolution"])
         self.clip, self.perceptual = feature_flags(self.manifest)
+        self.decoding = decoder_settings(self.manifest)
         # Identifies the shard set in a saved state: positions mean nothing over other shards.
         listing = json.dumps([[s["name"], s["samples"], s.get("sha256")] for s in shards])
         self.digest = hashlib.sha256(listing.encode()).hexdigest()[:16]
 
     def stream_kwargs(self):
-        return dict(resolution=self.resolution, clip=self.clip, perceptual=self.perceptual)
+        return dict(decoding=self.decoding)
 
 
 def _data_loader(dataset, num_workers):

@@ -6,9 +6,11 @@ samples it no longer holds. So the count is exact however a tar is damaged, and 
 training and the evaluation streams.
 """
 
+import hashlib
 import io
 import json
 import logging
+from typing import Optional
 
 import numpy as np
 import torch
@@ -40,7 +42,10 @@ class SkipCounter:
         self.count += n
         if where not in self._warned and len(self._warned) < _MAX_DISTINCT_WARNINGS:
             self._warned.add(where)
-            log.warning("textgan loader: skipping %d sample(s) of %s: %s", n, where, reason)
+            if n:
+                log.warning("textgan loader: skipping %d sample(s) of %s: %s", n, where, reason)
+            else:  # damage past the samples the manifest lists (an indexed tar whose cut the index counted)
+                log.warning("textgan loader: %s: %s; no sample the manifest lists is lost", where, reason)
 
 
 def read_shard(path: str, expected: int, skips: SkipCounter) -> list:
@@ -95,16 +100,44 @@ def _load_npy(raw: dict, key: str) -> np.ndarray:
         raise SampleError(f"bad {key}: {exn!r}") from exn
 
 
+def sample_image_id(meta: dict, key: str) -> int:
+    """The image id of a sample: its json's image_id (textgan shards), else its key when that is a number
+    (img2dataset's keys are: shard number + index), else a stable 63-bit hash of the key."""
+    if "image_id" in meta:
+        return int(meta["image_id"])
+    name = key.rsplit("/", 1)[-1]
+    if name.isdigit():
+        return int(name)
+    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") >> 1
+
+
+def sample_captions(meta: dict, raw: dict) -> list:
+    """The captions of a sample: json "captions" (textgan shards), else the txt file (img2dataset, open_clip),
+    else json "caption"."""
+    if "captions" in meta:
+        return list(meta["captions"])
+    if fmt.KEY_TXT in raw:
+        return [raw[fmt.KEY_TXT].decode("utf-8")]
+    if isinstance(meta.get("caption"), str):
+        return [meta["caption"]]
+    return []
+
+
 class SampleDecoder:
     """Raw sample -> dict of one served sample, or SampleError.
 
     Everything that must stack into a batch is checked here (image size, feature shapes), so a
-    single odd sample is skipped instead of crashing the worker when the batch is built."""
+    single odd sample is skipped instead of crashing the worker when the batch is built.
+    image_key: the file of the image (jpg; indexed shards may hold png/webp). resize: None (textgan
+    shards: an image of another size is damage) or "center" (indexed shards: center-crop and resize)."""
 
-    def __init__(self, resolution: int, clip: bool, perceptual: bool):
+    def __init__(self, resolution: int, clip: bool, perceptual: bool, image_key: str = fmt.KEY_JPG,
+                 resize: Optional[str] = None):
         self.resolution = int(resolution)
         self.clip = clip
         self.perceptual = perceptual
+        self.image_key = image_key
+        self.resize = resize
         self._shapes = {}  # feature key -> shape of the first good sample in this worker
 
     def _feature(self, raw: dict, key: str) -> np.ndarray:
@@ -120,21 +153,21 @@ class SampleDecoder:
 
     def decode(self, raw: dict, draws=None) -> dict:
         """`draws`: two uniforms for the caption choice; None -> eval_caption_draws(image_id)."""
-        for key in (fmt.KEY_JPG, fmt.KEY_JSON):
+        for key in (self.image_key, fmt.KEY_JSON):
             if key not in raw:
                 raise SampleError(f"missing {key}")
         try:
             meta = json.loads(raw[fmt.KEY_JSON])
-            image_id = int(meta["image_id"])
-            captions = list(meta["captions"])
+            image_id = sample_image_id(meta, raw["__key__"])
+            captions = sample_captions(meta, raw)
         except Exception as exn:
-            raise SampleError(f"bad json: {exn!r}") from exn
-        if not captions or not all(isinstance(c, str) for c in captions):
-            raise SampleError("json has no captions (or a caption that is not a string)")
+            raise SampleError(f"bad json or txt: {exn!r}") from exn
+        if not captions or not all(isinstance(c, str) and c for c in captions):
+            raise SampleError("no captions (or a caption that is not a non-empty string)")
         try:
-            pixels = decode_jpeg(raw[fmt.KEY_JPG])
+            pixels = decode_jpeg(raw[self.image_key], self.resolution if self.resize else None)
         except Exception as exn:
-            raise SampleError(f"bad jpg: {exn!r}") from exn
+            raise SampleError(f"bad {self.image_key}: {exn!r}") from exn
         if pixels.shape != (self.resolution, self.resolution, 3):
             raise SampleError(f"image is {pixels.shape[1]}x{pixels.shape[0]}, the manifest says {self.resolution}")
 
@@ -179,6 +212,14 @@ def collate(samples: list) -> dict:
         if key in samples[0]:
             batch[key] = torch.from_numpy(np.stack([s[key] for s in samples]))
     return batch
+
+
+def decoder_settings(manifest: dict) -> dict:
+    """SampleDecoder's arguments for a manifest's shards."""
+    settings = manifest.get("settings") or {}
+    clip, perceptual = feature_flags(manifest)
+    return dict(resolution=int(settings["resolution"]), clip=clip, perceptual=perceptual,
+                image_key=settings.get("image_key", fmt.KEY_JPG), resize=settings.get("resize_on_load"))
 
 
 def feature_flags(manifest: dict) -> tuple:

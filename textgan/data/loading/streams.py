@@ -89,11 +89,11 @@ class TrainStream(IterableDataset):
     position is just an offset), so keep shards to at most a few hundred MB."""
 
     def __init__(self, paths, counts, batch_size, *, seed, rank, num_streams, positions, start_batch,
-                 resolution, clip, perceptual):
+                 decoding: dict):
         self.paths, self.counts = list(paths), list(counts)
         self.batch_size, self.seed, self.rank = batch_size, seed, rank
         self.num_streams, self.positions, self.start_batch = num_streams, list(positions), start_batch
-        self.resolution, self.clip, self.perceptual = resolution, clip, perceptual
+        self.decoding = decoding  # SampleDecoder's arguments (textgan.data.loading.samples.decoder_settings)
         total = float(sum(self.counts))
         self.weights = np.array([c / total for c in self.counts])
 
@@ -114,7 +114,7 @@ class TrainStream(IterableDataset):
         return _ShardVisit(raw, rng.permutation(len(raw)), rng.random((len(raw), 2)), shard)
 
     def _batches(self, stream, n, offset):
-        decoder = SampleDecoder(self.resolution, self.clip, self.perceptual)
+        decoder = SampleDecoder(**self.decoding)
         skips, reported, damage = SkipCounter(), 0, _KnownDamage()
         cache, visit = {}, None
         # A resumed stream re-enters visit n mid-way: that visit's losses were already counted.
@@ -167,10 +167,10 @@ class EvalStream(IterableDataset):
     i % (world_size * num_slots), slot = rank * num_slots + worker: a fixed assignment, so the
     ranks and workers together cover each shard once. A worker's last batch may be short."""
 
-    def __init__(self, paths, counts, batch_size, *, rank, world_size, num_slots, resolution, clip, perceptual):
+    def __init__(self, paths, counts, batch_size, *, rank, world_size, num_slots, decoding: dict):
         self.paths, self.counts, self.batch_size = list(paths), list(counts), batch_size
         self.rank, self.world_size, self.num_slots = rank, world_size, num_slots
-        self.resolution, self.clip, self.perceptual = resolution, clip, perceptual
+        self.decoding = decoding  # SampleDecoder's arguments (textgan.data.loading.samples.decoder_settings)
 
     def shards_of_slot(self, worker: int) -> list:
         slot = self.rank * self.num_slots + worker
@@ -178,7 +178,7 @@ class EvalStream(IterableDataset):
 
     def __iter__(self):
         worker = _worker_index()
-        decoder = SampleDecoder(self.resolution, self.clip, self.perceptual)
+        decoder = SampleDecoder(**self.decoding)
         skips, reported, samples = SkipCounter(), 0, []
         for shard in self.shards_of_slot(worker):
             for raw in read_shard(self.paths[shard], self.counts[shard], skips):
