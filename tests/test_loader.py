@@ -8,6 +8,7 @@ import torch
 
 from shard_fixture import caption_text, pixel_colour, shard_ids, truncated_survivors, write_shards
 from textgan.data import format as fmt
+from textgan.data.decode import to_float_image
 from textgan.data.loading.loader import SkipRateExceeded, eval_loader, train_loader
 from textgan.errors import UsageError
 
@@ -22,7 +23,7 @@ def _assert_same_batches(got, expected):
     for g, e in zip(got, expected):
         assert g["key"] == e["key"]
         assert g["caption"] == e["caption"] and g["caption_alt"] == e["caption_alt"]
-        assert torch.equal(g["image"], e["image"])
+        assert torch.equal(g["pixels"], e["pixels"])
 
 
 def _ids(batches):
@@ -34,7 +35,7 @@ def _assert_sample_consistent(batch, i):
     image_id = int(batch["image_id"][i])
     assert batch["key"][i] == fmt.sample_key(image_id)
     expected = torch.tensor(pixel_colour(image_id), dtype=torch.float32) / 127.5 - 1
-    image = batch["image"][i]
+    image = to_float_image(batch["pixels"][i])
     assert torch.allclose(image.mean(dim=(1, 2)), expected, atol=3 / 127.5), image_id
     spread = image.amax(dim=(1, 2)) - image.amin(dim=(1, 2))
     assert float(spread.max()) < 8 / 127.5  # one solid colour per channel, not a mix of images
@@ -49,7 +50,8 @@ def test_batches_hold_each_samples_pixels_captions_and_features(tmp_path):
     batches = _take(train_loader(tmp_path, 6, seed=5, num_workers=0), 20)
     indices_drawn = set()
     for batch in batches:
-        image = batch["image"]
+        assert batch["pixels"].dtype == torch.uint8 and batch["pixels"].shape == (6, 16, 16, 3)
+        image = to_float_image(batch["pixels"])
         assert image.dtype == torch.float32 and image.shape == (6, 3, 16, 16)
         assert float(image.min()) >= -1 and float(image.max()) <= 1
         assert batch["image_id"].dtype == torch.int64

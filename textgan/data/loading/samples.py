@@ -14,10 +14,10 @@ from typing import Optional
 
 import numpy as np
 import torch
-from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from textgan.data import format as fmt
-from textgan.data.decode import decode_jpeg, to_float_image
+from textgan.data.decode import decode_jpeg
+from textgan.data.loading.tar_members import TarFormatError, group_samples, iter_tar_files
 
 log = logging.getLogger("textgan.data.loading.loader")
 
@@ -51,25 +51,20 @@ class SkipCounter:
 def read_shard(path: str, expected: int, skips: SkipCounter) -> list:
     """The raw samples ({"__key__", "jpg": bytes, ...}) of one tar, in tar order.
 
-    Uses webdataset's tar iteration with a handler that keeps going, so a truncated tar still
-    gives every complete sample before the cut. Samples lost to the damage are counted here;
-    a partial sample at the cut is returned and fails to decode later (counted then)."""
-    errors = []
-
-    def keep_going(exn):
-        errors.append(exn)
-        return True
-
+    A damaged tar (cut short, corrupt from some header on) still gives every sample before the damage;
+    samples lost to it are counted here; a partial sample at the cut is returned and fails to decode
+    later (counted then). Read with tar_members (its docstring says why not tarfile/webdataset)."""
+    files, error = [], None
     try:
-        with open(path, "rb") as stream:
-            files = tar_file_expander([{"url": path, "stream": stream}], handler=keep_going)
-            raw = list(group_by_keys(files, handler=keep_going))
-    except OSError as exn:  # missing or unreadable file: the whole shard is lost
-        errors.append(exn)
-        raw = []
+        with open(path, "rb") as f:
+            for item in iter_tar_files(f):
+                files.append(item)
+    except (OSError, TarFormatError) as exn:  # missing or unreadable file, or damage part way
+        error = exn
+    raw = group_samples(files)
     missing = max(expected - len(raw), 0)
-    if errors or missing:
-        reason = f"damaged tar ({errors[0]!r})" if errors else "fewer samples than the manifest lists"
+    if error is not None or missing:
+        reason = f"damaged tar ({error!r})" if error is not None else "fewer samples than the manifest lists"
         skips.skip(path, f"{reason}; {len(raw)} of {expected} samples readable", n=missing)
     return raw
 
@@ -200,7 +195,9 @@ FEATURE_BATCH_KEYS = ("clip_img", "clip_txt", "clip_txt_alt", "perceptual")
 def collate(samples: list) -> dict:
     """Decoded samples -> the batch dict the training loop sees (see textgan.data.loading.loader)."""
     batch = {
-        "image": to_float_image(np.stack([s["pixels"] for s in samples])),
+        # uint8 as decoded: a quarter of the bytes float32 would send from the worker processes, and the
+        # conversion (to_float_image) runs where the batch is used, on the training device
+        "pixels": torch.from_numpy(np.stack([s["pixels"] for s in samples])),
         "caption": [s["caption"] for s in samples],
         "caption_alt": [s["caption_alt"] for s in samples],
         "caption_index": torch.tensor([s["caption_index"] for s in samples], dtype=torch.int64),

@@ -1,0 +1,105 @@
+"""textgan.data.loading.tar_members: the loader's tar reader gives what tarfile gives, and stops where it stops."""
+
+import io
+import os
+import tarfile
+
+import pytest
+import webdataset as wds
+
+from textgan.data.loading.tar_members import TarFormatError, group_samples, iter_tar_files
+
+
+def tarfile_files(path) -> list:
+    """(name, bytes) of each regular file, read by Python's tarfile: the reference."""
+    with tarfile.open(path) as tar:
+        return [(m.name, tar.extractfile(m).read()) for m in tar if m.isfile()]
+
+
+def ours(path) -> list:
+    with open(path, "rb") as f:
+        return list(iter_tar_files(f))
+
+
+def write_with_tarfile(path, files, fmt):
+    with tarfile.open(path, "w", format=fmt) as tar:
+        info = tarfile.TarInfo("adir")
+        info.type = tarfile.DIRTYPE
+        tar.addfile(info)
+        for name, data in files:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+FILES = [
+    ("000000000001.jpg", os.urandom(1000)),
+    ("000000000001.json", b'{"caption": "x"}'),
+    ("000000000001.txt", "ünïcode caption".encode()),
+    ("000000000002.jpg", b""),  # an empty file
+    ("000000000002.json", b"{}"),
+    # a 159-character path: ustar's prefix field, a pax header or a GNU long name, by format
+    ("p" * 90 + "/" + "q" * 50 + "/000000000003.jpg", os.urandom(512)),
+    ("d/ñame-ünïcode.Json", os.urandom(77)),
+]
+
+
+@pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT],
+                         ids=["pax", "gnu", "ustar"])
+def test_reads_what_tarfile_reads(tmp_path, fmt):
+    path = tmp_path / "x.tar"
+    files = [f for f in FILES if fmt != tarfile.USTAR_FORMAT or f[0].isascii()]  # ustar: no unicode names
+    write_with_tarfile(path, files, fmt)
+    assert ours(path) == tarfile_files(path) == files
+
+
+def test_groups_webdataset_samples_as_webdataset_does(tmp_path):
+    path = tmp_path / "w.tar"
+    with wds.TarWriter(str(path)) as sink:
+        for i in range(5):
+            sink.write({"__key__": f"{i:09d}", "jpg": os.urandom(300 + i), "txt": f"caption {i}", "json": b"{}"})
+    expected = [{k: v for k, v in s.items() if k in ("__key__", "jpg", "txt", "json")}
+                for s in wds.WebDataset(str(path), shardshuffle=False)]
+    got = group_samples(ours(path))
+    assert len(got) == 5
+    assert got == expected
+    assert group_samples(ours(tmp_path / "w.tar"))[1]["txt"] == b"caption 1"
+    # the extension is lower-cased and a file without one is not part of any sample
+    assert group_samples([("k.JPG", b"1"), ("k.Json", b"2"), ("README", b"3")]) == [{"__key__": "k", "jpg": b"1",
+                                                                                      "json": b"2"}]
+
+
+def test_a_cut_tar_gives_the_files_before_the_cut_then_an_error(tmp_path):
+    path = tmp_path / "x.tar"
+    write_with_tarfile(path, FILES, tarfile.PAX_FORMAT)
+    whole = path.read_bytes()
+    reference = tarfile_files(path)
+    with tarfile.open(path) as tar:
+        data_ends = [m.offset_data + m.size for m in tar if m.isfile()]
+    for cut in range(100, len(whole) - 1024, 97):  # every kind of place: in headers, in data, in padding
+        (tmp_path / "cut.tar").write_bytes(whole[:cut])
+        got = []
+        with open(tmp_path / "cut.tar", "rb") as f:
+            try:
+                for item in iter_tar_files(f):
+                    got.append(item)
+            except TarFormatError:
+                pass
+        # exactly the files whose data lies wholly before the cut, in order
+        assert got == [f for f, end in zip(reference, data_ends) if end <= cut], cut
+
+
+def test_a_corrupt_header_stops_with_an_error_after_the_files_before_it(tmp_path):
+    path = tmp_path / "x.tar"
+    write_with_tarfile(path, FILES[:3], tarfile.GNU_FORMAT)
+    data = bytearray(path.read_bytes())
+    second_header = 512 + 512 + 1024  # directory header, first file's header + its 1000 bytes padded to 1024
+    data[second_header + 10] ^= 0xFF  # a byte of the second file's name: the checksum no longer matches
+    (tmp_path / "bad.tar").write_bytes(bytes(data))
+    got = []
+    with pytest.raises(TarFormatError, match="checksum"):
+        with open(tmp_path / "bad.tar", "rb") as f:
+            for item in iter_tar_files(f):
+                got.append(item)
+    assert got == FILES[:1]
+    assert tarfile_files(tmp_path / "bad.tar") == FILES[:1]  # tarfile stops there too, but without a word
