@@ -19,6 +19,7 @@ from test_train_e2e import ROOT, SUBMIT, TINY, stats_lines
 from textgan.data.building.cli import main as shards_main
 from textgan.data.building.index import index_shards, scan_tar, tar_ends_cleanly
 from textgan.data.building.verify import verify_shards
+from textgan.data.decode import to_float_image
 from textgan.data.loading.loader import eval_loader, train_loader
 from textgan.errors import UsageError
 
@@ -94,7 +95,7 @@ def test_index_reads_parquet_counts_and_the_loader_serves_img2datasets_samples(t
     served = {}
     for batch in batches:
         for i, key in enumerate(batch["key"]):
-            served[key] = (batch["caption"][i], int(batch["image_id"][i]), batch["image"][i])
+            served[key] = (batch["caption"][i], int(batch["image_id"][i]), to_float_image(batch["pixels"][i]))
     assert sorted(served) == sorted(keys)
     for key, (text, image_id, image) in served.items():
         shard, i = int(key[:5]), int(key[5:])
@@ -105,7 +106,7 @@ def test_index_reads_parquet_counts_and_the_loader_serves_img2datasets_samples(t
     first = next(iter(train_loader(tmp_path, 6, seed=3, num_workers=0)))
     again = next(iter(train_loader(tmp_path, 6, seed=3, num_workers=0)))
     assert first["key"] == again["key"] and set(first["key"]) <= set(keys)
-    assert first["image"].shape == (6, 3, 32, 32)
+    assert first["pixels"].shape == (6, 32, 32, 3)
     assert verify_shards(str(tmp_path)).problems == []
 
 
@@ -162,11 +163,11 @@ def test_images_of_another_size_need_a_resolution_and_are_center_cropped_when_lo
     m = index_shards(str(tmp_path), resolution=16).manifest
     assert (m["settings"]["resolution"], m["settings"]["image_key"]) == (16, "png")
     batch = next(iter(eval_loader(tmp_path, 4, num_workers=0)))
-    assert batch["image"].shape == (4, 3, 16, 16)
+    assert batch["pixels"].shape == (4, 16, 16, 3)
     key = batch["key"][0]
     source = Image.new("RGB", (48, 32), colour(0, int(key[5:])))
     expected = np.asarray(ImageOps.fit(source, (16, 16), method=Image.Resampling.LANCZOS), dtype=np.float32)
-    torch.testing.assert_close(batch["image"][0], torch.from_numpy(expected).permute(2, 0, 1) / 127.5 - 1)
+    assert torch.equal(batch["pixels"][0], torch.from_numpy(expected.astype(np.uint8)))
 
 
 def test_bad_sources_fail_clearly_and_write_nothing(tmp_path):

@@ -16,6 +16,7 @@ from tiny_models import tiny_resnet_weights
 
 import textgan.encoders  # noqa: F401  (registers textgan-demo-clip with open_clip)
 from textgan.data.building.cli import main as build_main
+from textgan.data.decode import to_float_image
 from textgan.data.loading.loader import train_loader
 from textgan.data.manifest import load_manifest
 from textgan.errors import UsageError
@@ -143,8 +144,9 @@ def test_precomputed_real_features_equal_on_the_fly_ones(shards, weights):
     _, source, batch = _batch_and_source(shards, weights, "auto")
     assert source.precomputed == {"clip", "perceptual"}
     for structure in ("clip", "perceptual"):
-        stored = source.features(structure, batch, batch["image"])
-        fresh = source.towers[structure].encode_images(batch["image"]).detach()
+        reals = to_float_image(batch["pixels"])
+        stored = source.features(structure, batch, reals)
+        fresh = source.towers[structure].encode_images(reals).detach()
         # stored as float16: equal within its precision
         torch.testing.assert_close(stored, fresh, rtol=2e-3, atol=2e-3 * fresh.abs().max().item())
     _, off, _ = _batch_and_source(shards, weights, "never")

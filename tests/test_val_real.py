@@ -26,6 +26,7 @@ from shard_fixture import write_shards
 from test_requeue import train_worker
 from test_train_e2e import ROOT, TINY, deterministic, shards, stats_lines  # noqa: F401  (shards: a fixture)
 
+from textgan.data.decode import to_float_image
 from textgan.errors import UsageError
 from textgan.train.stats import StatsCollector
 from textgan.train.val_real import TRAIN_STAT, VAL_STAT, ValRealLoss, first_batches, fixed_set
@@ -44,7 +45,7 @@ def test_the_fixed_set_is_the_first_readable_samples_in_file_order(tmp_path):
     write_shards(tmp_path, n_samples=20, samples_per_shard=6, corrupt=(2,))  # 4 tars; id 2 does not decode
     batches = first_batches(str(tmp_path), 9, 4)
     assert _ids(batches) == [[0, 1, 3, 4], [5, 6, 7, 8], [9]]  # across tar boundaries, the last one short
-    assert batches[0]["caption"][0].startswith("image 0 caption") and batches[0]["image"].shape == (4, 3, 16, 16)
+    assert batches[0]["caption"][0].startswith("image 0 caption") and batches[0]["pixels"].shape == (4, 16, 16, 3)
     assert _ids(first_batches(str(tmp_path), 9, 4)) == _ids(batches)  # read again: the same set
     with pytest.raises(UsageError, match=r"'data.val_images' is 20, but data.val_shards .* holds only 19"):
         first_batches(str(tmp_path), 20, 4)
@@ -78,7 +79,7 @@ def test_split_over_ranks_each_image_has_the_single_process_loss(tmp_path, kind)
     by_hand = []
     with torch.no_grad():
         for batch in batches:  # D's loss on reals as Dmain computes it, batch by batch
-            logits = D(batch["image"], _c_of(batch))[:, 0]
+            logits = D(to_float_image(batch["pixels"]), _c_of(batch))[:, 0]
             # rpgan has no loss of a real image alone: -D(x), whose val - train gap ignores D's free offset
             by_hand.append({"nonsaturating": F.softplus(-logits), "hinge": F.relu(1 - logits), "rpgan": -logits}[kind])
     single, calls = _rank_losses(batches, D, 0, 1, kind)
@@ -112,7 +113,7 @@ def test_report_measures_in_eval_mode_without_gradients_and_puts_the_modes_back(
     summary = collector.tick_summary()
     assert (summary[VAL_STAT]["num"], summary[TRAIN_STAT]["num"], summary["Timing/val_real_sec"]["num"]) == (8, 4, 1)
     with torch.no_grad():
-        logits = D(batches[0]["image"], _c_of(batches[0]))
+        logits = D(to_float_image(batches[0]["pixels"]), _c_of(batches[0]))
     assert summary[TRAIN_STAT]["mean"] == pytest.approx(float(F.softplus(-logits).mean()), abs=1e-6)
 
 
@@ -153,7 +154,7 @@ def test_on_zero3_ranks_with_uneven_batches_the_mean_is_the_single_process_one(t
     _, D = tiny_networks(tiny_cfg())
     D.load_state_dict(weights)
     with torch.no_grad():
-        losses = [F.softplus(-D(b["image"], _c_of(b))) for b in first_batches(str(tmp_path / "shards"), 12, 4)]
+        losses = [F.softplus(-D(to_float_image(b["pixels"]), _c_of(b))) for b in first_batches(str(tmp_path / "shards"), 12, 4)]
     assert stat["mean"] == pytest.approx(float(torch.cat(losses).mean()), abs=1e-6)
 
 

@@ -12,14 +12,25 @@ from typing import Optional
 
 import torch
 
+from textgan.data.decode import to_float_image
 from textgan.losses.contrastive_terms import noisy_condition
 from textgan.losses.objective import ContrastiveBatch
+
+
+def real_images(batch: dict, device) -> torch.Tensor:
+    """The batch's real images as the networks take them, float [B, 3, R, R] in [-1, 1], on `device`.
+    Loader batches carry uint8 "pixels" [B, R, R, 3]: they travel (worker -> trainer -> device) at a quarter of
+    float32's bytes and are converted on the device. Batches made in memory (tests that inject non-finite
+    images, benchmarks) may carry the float "image" itself."""
+    if "image" in batch:
+        return batch["image"].to(device)
+    return to_float_image(batch["pixels"].to(device))
 
 
 class MicroBatch:
     def __init__(self, batch: dict, c_encoder, device, dtype, terms=None, real_source=None):
         self.batch = batch
-        self.reals = batch["image"].to(device, dtype)
+        self.reals = real_images(batch, device).to(dtype)
         self.c = c_encoder(batch).to(device, dtype)
         self.terms = terms
         self.real_source = real_source

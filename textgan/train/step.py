@@ -233,8 +233,8 @@ class _Calls:
 
 def train_step(setup, batch_iter, state: TrainState) -> dict:
     """One iteration. setup: what textgan.train.setup.build_training returns (cfg, runtime, engines,
-    objective, c_encoder, real_source). batch_iter yields loader batches (dicts with "image"
-    [batch_gpu, C, R, R] in [-1, 1]); setup.c_encoder(batch) -> c [batch_gpu, c_dim] (the text
+    objective, c_encoder, real_source). batch_iter yields loader batches (dicts with uint8 "pixels"
+    [batch_gpu, R, R, C], or a float "image" [batch_gpu, C, R, R] in [-1, 1]: micro_batch.real_images); setup.c_encoder(batch) -> c [batch_gpu, c_dim] (the text
     embedding; c_encoder.alt(batch) embeds the other captions when contrastive terms want them);
     setup.real_source: the contrastive terms' real-image features, None without them. Mutates `state`
     (cur_nimg += batch_size, batch_idx += 1, pl_mean, non-finite counters) and returns this rank's

@@ -69,12 +69,6 @@ def first_batches(shards_dir: str, n: int, batch_size: int, key: str = "data.val
     return batches
 
 
-def to_pixels(images: torch.Tensor) -> torch.Tensor:
-    """Loader images (float [B, 3, R, R] in [-1, 1], each value p / 127.5 - 1 of a uint8 p) back to uint8
-    [B, R, R, 3]: a quarter of the memory, and to_float_image gives back the loader's very floats."""
-    return images.add(1.0).mul(127.5).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
-
-
 @dataclass
 class FixedSet:
     """One set's batches on this rank: uint8 pixels on the CPU, c on the training device."""
@@ -91,11 +85,12 @@ def fixed_set(stat: str, batches: List[dict], c_encoder, rank: int, world_size: 
     """This rank's share of a set's batches (batch b on rank b % world_size), with c as training computes it.
     drop_features: leave out the batches' precomputed text embeddings (clip_txt), which c_encoder would
     otherwise read, because they were made by another tower than the training shards' (c is computed then)."""
-    out = FixedSet(stat, tuple(batches[0]["image"].shape[1:]), forwards=-(-len(batches) // world_size))
+    height, width, channels = batches[0]["pixels"].shape[1:]
+    out = FixedSet(stat, (channels, height, width), forwards=-(-len(batches) // world_size))
     for batch in batches[rank::world_size]:
         if drop_features:
             batch = {k: v for k, v in batch.items() if not k.startswith("clip_txt")}
-        out.pixels.append(to_pixels(batch["image"]))
+        out.pixels.append(batch["pixels"].contiguous())
         out.conditions.append(c_encoder(batch).to(device, dtype))
     return out
 

@@ -12,7 +12,8 @@ and workers; ranks may get different numbers of batches, so gather results after
 than calling collectives per batch.
 
 Batch dict (both modes):
-    image              float32 [B, 3, R, R] in [-1, 1]
+    pixels             uint8 [B, R, R, 3] as decoded; textgan.data.decode.to_float_image(pixels) gives the
+                       float32 [B, 3, R, R] in [-1, 1] that networks take (convert on the training device)
     caption            list[str], one of the image's captions drawn at random per access
                        (evaluation: drawn from the image id, the same in every evaluation)
     caption_alt        list[str], another caption of the same image (the same one if it has only one)
