@@ -103,3 +103,30 @@ def test_a_corrupt_header_stops_with_an_error_after_the_files_before_it(tmp_path
                 got.append(item)
     assert got == FILES[:1]
     assert tarfile_files(tmp_path / "bad.tar") == FILES[:1]  # tarfile stops there too, but without a word
+
+
+# ---------------------------------------------------------------------- the builder's writer
+
+
+def test_written_tars_read_the_same_with_tarfile_gnu_tar_webdataset_and_ours(tmp_path):
+    import subprocess
+
+    from textgan.data.building.tar_write import END_OF_ARCHIVE, member_bytes, sample_bytes
+
+    samples = [{"__key__": f"{i:012d}", "jpg": os.urandom(700 * i), "json": b"{}", "txt": f"caption {i}".encode()}
+               for i in range(4)]  # sample 0: an empty jpg
+    path = tmp_path / "ours.tar"
+    path.write_bytes(b"".join(sample_bytes(s, 1577836800) for s in samples) + END_OF_ARCHIVE)
+    expected = [(f"{s['__key__']}.{ext}", s[ext]) for s in samples for ext in ("jpg", "json", "txt")]
+    assert tarfile_files(path) == ours(path) == expected
+    with tarfile.open(path) as tar:
+        assert {(m.mtime, m.mode, m.uid, m.gid, m.type) for m in tar} == {(1577836800, 0o644, 0, 0, tarfile.REGTYPE)}
+    listing = subprocess.run(["tar", "-tf", str(path)], capture_output=True, text=True, check=True).stdout.split()
+    assert listing == [name for name, _ in expected]  # GNU tar reads it without a warning
+    assert [{k: v for k, v in s.items() if not k.startswith("__") or k == "__key__"}
+            for s in wds.WebDataset(str(path), shardshuffle=False)] == samples
+    assert sample_bytes(samples[2], 1577836800) == sample_bytes(dict(samples[2]), 1577836800)  # bytes are a function
+    with pytest.raises(ValueError, match="at most 100 bytes"):
+        member_bytes("x" * 101, b"", 0)
+    with pytest.raises(ValueError, match="must be ASCII"):
+        member_bytes("ñ.jpg", b"", 0)

@@ -13,6 +13,7 @@ Tars are written with a fixed mtime, owner and mode, and sample entries in sorte
 key order, so the same samples give byte-identical tars (and sha256) on every run.
 """
 
+import hashlib
 import io
 import json
 import os
@@ -21,8 +22,8 @@ import numpy as np
 
 from textgan.atomic import removed_on_error
 from textgan.data import format as fmt
+from textgan.data.building.tar_write import END_OF_ARCHIVE, sample_bytes
 from textgan.data.manifest import fsync_dir, read_json, write_json_atomic
-from textgan.files import sha256_file
 
 # 2020-01-01T00:00:00Z: any constant works; the point is that it never changes.
 TAR_MTIME = 1577836800
@@ -68,24 +69,20 @@ def write_shard(out_dir: str, name: str, samples: list, skipped: list) -> dict:
     """Write `samples` (from encode_sample) as shard `name` following the protocol above.
     Returns the shard record. On any error (disk full, ...) the tmp file is removed and
     the error re-raised: nothing half-written is left that could count as done."""
-    # Imported here: webdataset imports torch (~1 s), which verify and the freshly started
-    # image workers (that re-import the entry module) do not need.
-    import webdataset as wds
-
     final = os.path.join(out_dir, name)
     tmp = final + fmt.TMP_SUFFIX
     with removed_on_error(tmp):
+        digest = hashlib.sha256()  # hashed as written: no second read of the file
         with open(tmp, "wb") as f:
-            # encoder=False: we hand over bytes, so webdataset's encoders cannot vary them.
-            with wds.TarWriter(f, encoder=False, mtime=TAR_MTIME) as writer:
-                for sample in samples:
-                    writer.write(sample)
+            for data in [sample_bytes(sample, TAR_MTIME) for sample in samples] + [END_OF_ARCHIVE]:
+                digest.update(data)
+                f.write(data)
             f.flush()
             os.fsync(f.fileno())
         record = {
             "name": name,
             "samples": len(samples),
-            "sha256": sha256_file(tmp),
+            "sha256": digest.hexdigest(),
             "size": os.path.getsize(tmp),
             "image_ids": [int(s["__key__"]) for s in samples],
             "skipped": skipped,
