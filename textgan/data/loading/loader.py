@@ -35,7 +35,7 @@ import weakref
 import torch
 from torch.utils.data import DataLoader
 
-from textgan.data.loading.samples import decoder_settings, feature_flags
+from textgan.data.loading.samples import decoder_settings, feature_flags, small_arrays_as_tensors
 from textgan.data.loading.streams import EvalStream, TrainStream
 from textgan.data.manifest import load_manifest, shard_path
 from textgan.data.loading.skip_alarm import SkipRateAlarm, SkipRateExceeded  # noqa: F401  (SkipRateExceeded: re-exported)
@@ -253,7 +253,7 @@ class TrainLoader:
             state["batches"] += 1
             self._alarm.record(batch.pop("_damage"))
             self._alarm.check(state["skipped"], state["seen"])
-            yield batch
+            yield small_arrays_as_tensors(batch)
         if generation != self._generation:  # close() ended the workers' stream: not the data's end
             raise RuntimeError(_SUPERSEDED)
 
@@ -307,7 +307,7 @@ class EvalLoader:
                 self.seen += item.pop("_seen")
                 item.pop("_stream")
                 if not item.pop("_stats_only", False):
-                    yield item
+                    yield small_arrays_as_tensors(item)
         finally:  # a pass left early (break, error): its workers go now, or at the latest at exit
             stop_workers(batches)
 
