@@ -74,6 +74,8 @@ RANGES = {
     "loss.r2_gamma": at_least(0, "null: loss.r1_gamma with loss.kind=rpgan, else 0"),
     "loss.pl_weight": at_least(0, "0 disables it"),
     "loss.pl_decay": PROBABILITY,
+    "loss.pl_batch_shrink": at_least(1, "the path-length phase runs G on batch_gpu // pl_batch_shrink samples; "
+                                        "1: all of them"),
     "loss.style_mixing_prob": PROBABILITY,
     "loss.matching_aware": at_least(0, "0 disables it"),
     "loss.ortho_reg": at_least(0, "0 disables it"),

@@ -68,6 +68,10 @@ class LossConfig:
     r2_gamma: Optional[float] = None
     pl_weight: float = 2.0  # 0 disables path-length regularization
     pl_decay: float = 0.01
+    # Greg runs G on batch_gpu // pl_batch_shrink samples (at least 1), as StyleGAN2 does: a lazy regularizer
+    # whose target, the running mean of the lengths, averages over many steps anyway, so half the samples per
+    # step lose little, while the phase's double backward through G costs about half as much. 1: all of them.
+    pl_batch_shrink: int = 2
     style_mixing_prob: float = 0.9
     matching_aware: float = 0.0  # weight of "real image + mismatched caption counts as fake"
     # which wrong caption: roll (another sample's, GAN-CLS) | nearest (the batch's most similar other caption)

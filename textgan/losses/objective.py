@@ -92,6 +92,10 @@ class GANObjective:
         self.r2_gamma = resolve_r2_gamma(loss_cfg)
         self.pl_weight = float(loss_cfg.pl_weight)
         self.pl_decay = float(loss_cfg.pl_decay)
+        self.pl_batch_shrink = int(loss_cfg.pl_batch_shrink)
+        if self.pl_batch_shrink < 1:
+            raise ValueError(f"config key 'loss.pl_batch_shrink' must be >= 1 (1: the whole batch), "
+                             f"got {self.pl_batch_shrink}.")
         self.matching_aware = float(loss_cfg.matching_aware)
         self.matching_negatives = getattr(loss_cfg, "matching_negatives", "roll")
         mismatched_captions(torch.zeros(2, 1), self.matching_negatives)  # an unknown name fails at build
@@ -228,7 +232,8 @@ class GANObjective:
             return pairs.real_features(structure)
 
     def G_reg(self, G_fn, z, c, pl_mean, interval: int, generator=None, mean_fn=None):
-        """Lazy path-length regularization, every `interval` (schedule.G_reg_interval) steps.
+        """Lazy path-length regularization, every `interval` (schedule.G_reg_interval) steps, on the first
+        pl_batch_size(len(z)) samples of z and c (loss.pl_batch_shrink).
         total = mean(pl penalty) * loss.pl_weight * interval (+ img[:, 0, 0, 0].sum() * 0, which
         puts every G parameter in the graph: ZeRO-2/3 expect a gradient for each of them).
         Returns (dict, new_pl_mean); the caller stores new_pl_mean (an EMA with loss.pl_decay).
@@ -236,7 +241,8 @@ class GANObjective:
         if not self.uses_pl:
             raise ValueError("loss.pl_weight is 0: skip the Greg phase instead of calling G_reg.")
         _check_interval(interval, "schedule.G_reg_interval")
-        out = G_fn(z, c)
+        n = self.pl_batch_size(z.shape[0])
+        out = G_fn(z[:n], c[:n])
         if not isinstance(out, (tuple, list)) or len(out) < 2:
             raise ValueError("G_reg needs G_fn(z, c) to return (img, ws): the penalty differentiates w.r.t. ws.")
         img, ws = out[0], out[1]
@@ -250,6 +256,10 @@ class GANObjective:
             "total": total,
         }
         return stats, new_pl_mean
+
+    def pl_batch_size(self, batch: int) -> int:
+        """How many of a micro-batch's `batch` samples the path-length phase runs G on."""
+        return max(1, batch // self.pl_batch_shrink)
 
     def D_main(self, G_fn, D_fn, reals, c, z, c_mismatch=None, D_module: Optional[nn.Module] = None,
                c_G: Optional[torch.Tensor] = None, ids: Optional[torch.Tensor] = None) -> dict:

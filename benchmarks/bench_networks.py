@@ -1,0 +1,181 @@
+"""Networks: the G+D training step on today's paths against the earlier ones, side by side in one process.
+
+The COCO recipes' networks and phases (configs/coco64.yaml: size 0.5 at 64 px; configs/coco256.yaml: size 1.0 at
+256 px; StyleGAN2, ADA at p = 0 as a run starts, path length every 4 iterations, lazy R1 every 16), CPU, fp32,
+world 1, batch_gpu small enough for this CPU (SIZES); c a random 512-d vector per sample (the width of the recipes'
+CLIP ViT-B/32: the text tower is not part of the step). Three variants, built alike from the same seed:
+  earlier  the earlier paths: textgan.nets.layers.set_unfused_reference on G and D, loss.pl_batch_shrink=1
+  paths    today's network paths (D's skip filtered down first, noise added in the pass that demodulates),
+           loss.pl_batch_shrink=1
+  today    today's defaults (loss.pl_batch_shrink=2)
+- networks/step{R}: seconds per iteration over one cycle of the lazy regularizers,
+  Gmain + Dmain + Greg / G_reg_interval + Dreg / D_reg_interval, earlier over today. Each phase is timed inside
+  real train_step calls in which all four are due.
+- networks/paths{R}: the same, earlier over paths (what the two network paths buy);
+  networks/pl_shrink{R}: paths over today (what loss.pl_batch_shrink=2 buys). Their product is step{R}.
+The notes give every phase's seconds: Greg runs G alone (the noise path, and the shrink), Dreg D alone (the skip).
+"""
+
+import itertools
+import os
+import statistics
+import time
+
+from bench_train_ranks import ROOT, spawn_ranks
+from harness import Result
+
+C_DIM = 512
+# batch_gpu 2 is the smallest batch whose path-length phase shrinks (2 // 2 = 1 sample) and whose minibatch
+# stddev still has a group of 2; at 256 px more does not fit the benchmark's ~10 minutes on a shared 2-core CPU.
+SIZES = {64: {"batch_gpu": 4, "repeats": 2}, 256: {"batch_gpu": 2, "repeats": 1}}
+QUICK = {"resolution": 64, "batch_gpu": 2, "repeats": 1, "overrides": ["model.size=0.125"]}
+# One torch thread: with another job on both cores, two threads spend most of their time waiting for each
+# other (a G forward + backward measured 25x slower with 2 threads than with 1), which would time the
+# scheduler rather than the networks.
+THREADS = 1
+PHASES = ("Gmain", "Greg", "Dmain", "Dreg")
+VARIANTS = {  # name: (earlier network paths, loss.pl_batch_shrink)
+    "earlier": (True, 1),
+    "paths": (False, 1),
+    "today": (False, 2),
+}
+
+
+def recipe_cfg(resolution: int, batch_gpu: int, *overrides):
+    """configs/coco{resolution}.yaml as one process runs it with batch_gpu samples (no metrics, no loader)."""
+    from textgan.config import load_config
+
+    return load_config(os.path.join(ROOT, "configs", f"coco{resolution}.yaml"),
+                       [f"schedule.batch_gpu={batch_gpu}", f"schedule.batch_size={batch_gpu}", "metrics.metrics=[]",
+                        "data.num_workers=0", *overrides])
+
+
+def phase_clock_objective():
+    """A GANObjective that notes when train_step first asks it for each phase's loss: a phase then runs until
+    the next phase asks (the last one until train_step returns, with the iteration's EMA update)."""
+    from textgan.losses.objective import GANObjective
+
+    class PhaseClock(GANObjective):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.starts = []
+
+        def phase_loss(self, phase, inputs):
+            if not self.starts or self.starts[-1][0] != phase.name:
+                self.starts.append((phase.name, time.perf_counter()))
+            return super().phase_loss(phase, inputs)
+
+    return PhaseClock
+
+
+def phase_seconds(setup, state, batches) -> dict:
+    """{phase: seconds} of one train_step in which all four phases are due."""
+    from textgan.train.step import train_step
+
+    state.batch_idx = 0  # the first iteration of a cycle: Gmain, Greg, Dmain, Dreg
+    clock = setup.objective
+    clock.starts.clear()
+    train_step(setup, batches, state)
+    end = time.perf_counter()
+    names = [name for name, _ in clock.starts]
+    if names != list(PHASES):
+        raise RuntimeError(f"expected the phases {PHASES} in one iteration, got {names}")
+    times = [t for _, t in clock.starts] + [end]
+    return {name: times[i + 1] - times[i] for i, name in enumerate(names)}
+
+
+def cycle_seconds(phases: dict, G_reg_interval: int, D_reg_interval: int) -> float:
+    """Seconds per iteration averaged over a cycle of the lazy regularizers."""
+    return phases["Gmain"] + phases["Dmain"] + phases["Greg"] / G_reg_interval + phases["Dreg"] / D_reg_interval
+
+
+def synthetic_batches(resolution: int, batch_gpu: int, n: int = 4):
+    """n fixed batches (images in [-1, 1], c), cycled: no data-loading cost."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    return itertools.cycle([{"image": torch.rand(batch_gpu, 3, resolution, resolution, generator=g) * 2 - 1,
+                             "c": torch.randn(batch_gpu, C_DIM, generator=g)} for _ in range(n)])
+
+
+def build_variant(variant: str, opts: dict, runtime):
+    """(setup, TrainState) of one variant; every variant is seeded alike, so all start from the same weights."""
+    from textgan.nets.layers import set_unfused_reference
+    from textgan.train.setup import build_training
+    from textgan.train.step import TrainState
+
+    unfused, shrink = VARIANTS[variant]
+    cfg = recipe_cfg(opts["resolution"], opts["batch_gpu"], *opts["overrides"], f"loss.pl_batch_shrink={shrink}")
+    setup = build_training(cfg, runtime, c_dim=C_DIM, objective_cls=phase_clock_objective())
+    set_unfused_reference(setup.engines.G.module, unfused)
+    set_unfused_reference(setup.engines.D.module, unfused)
+    return setup, TrainState()
+
+
+def timing_job(rank, world_size, opts: dict) -> dict:
+    """All variants' engines in this one process: one warm-up iteration each, then `repeats` rounds of one
+    iteration each, the order rotated every round."""
+    from textgan.runtime import Runtime
+
+    runtime = Runtime.from_env(device="cpu")
+    runtime.init_distributed()
+    batches = synthetic_batches(opts["resolution"], opts["batch_gpu"])
+    runs = {v: build_variant(v, opts, runtime) for v in VARIANTS}
+    for setup, state in runs.values():
+        phase_seconds(setup, state, batches)
+    names = list(VARIANTS)
+    seconds = {v: [] for v in names}
+    for rep in range(opts["repeats"]):
+        shift = rep % len(names)
+        for variant in names[shift:] + names[:shift]:
+            seconds[variant].append(phase_seconds(*runs[variant], batches))
+    schedule = runs["today"][0].cfg.schedule
+    return {"seconds": seconds, "G_reg_interval": schedule.G_reg_interval, "D_reg_interval": schedule.D_reg_interval}
+
+
+def median_phases(windows: list) -> dict:
+    return {p: statistics.median(w[p] for w in windows) for p in PHASES}
+
+
+def phase_note(resolution: int, phases: dict) -> str:
+    rows = "; ".join(f"{p} " + " / ".join(f"{phases[v][p]:.2f}" for v in VARIANTS) + " s" for p in PHASES)
+    return f"networks/step{resolution}, seconds per phase ({' / '.join(VARIANTS)}): {rows}."
+
+
+def step_results(resolution: int, opts: dict, timing: dict, took: float) -> list:
+    phases = {v: median_phases(timing["seconds"][v]) for v in VARIANTS}
+    cycle = {v: cycle_seconds(phases[v], timing["G_reg_interval"], timing["D_reg_interval"]) for v in VARIANTS}
+    nets = "size 0.125 (quick)" if opts["overrides"] else f"configs/coco{resolution}.yaml's networks"
+    setting = f"{resolution} px, {nets}, batch_gpu {opts['batch_gpu']}"
+    per_iteration = "s/iteration over a lazy-regularization cycle"
+    results = [
+        Result(f"networks/step{resolution}", f"{per_iteration}, {setting}: the earlier paths over today's "
+               "(above 1: today is faster)", "today", "earlier", cycle["today"], cycle["earlier"], "s/iter"),
+        Result(f"networks/paths{resolution}", f"{per_iteration}, {setting}: the earlier network paths over today's "
+               "(D's skip, noise with demodulation), both with pl_batch_shrink 1", "paths", "earlier",
+               cycle["paths"], cycle["earlier"], "s/iter"),
+        Result(f"networks/pl_shrink{resolution}", f"{per_iteration}, {setting}: loss.pl_batch_shrink 1 over 2, "
+               "both on today's network paths", "shrink 2", "shrink 1", cycle["today"], cycle["paths"], "s/iter"),
+    ]
+    results[0].notes.append(
+        f"{phase_note(resolution, phases)} cycle = Gmain + Dmain + Greg / {timing['G_reg_interval']} + Dreg / "
+        f"{timing['D_reg_interval']} (Dreg's time includes the iteration's EMA update). One warm-up iteration per "
+        f"variant, then {opts['repeats']} round(s) of one iteration each in rotated order, medians; {took:.0f} s.")
+    return results
+
+
+def run(quick: bool = False):
+    results = []
+    plans = [dict(QUICK)] if quick else [{"resolution": r, "overrides": [], **s} for r, s in SIZES.items()]
+    for opts in plans:
+        start = time.perf_counter()
+        timing = spawn_ranks(timing_job, 1, args=(opts,), threads=THREADS, timeout=3600)[0]
+        results += step_results(opts["resolution"], opts, timing, time.perf_counter() - start)
+    results[0].notes.append(
+        "networks: one process per resolution (1 torch thread, see THREADS), the variants' engines built alike "
+        "from the same seed and timed in turn, the same 4 synthetic batches cycled. Variants: earlier = "
+        "set_unfused_reference on G and D with loss.pl_batch_shrink=1; paths = today's network paths with "
+        "pl_batch_shrink=1; today = the defaults (pl_batch_shrink 2). Greg runs G alone (noise path, shrink), "
+        "Dreg D alone (skip path). The machine was shared with a long experiment on both cores: absolute seconds "
+        "are inflated and noisy, the side-by-side ratios much less so.")
+    return results
