@@ -20,7 +20,7 @@ from PIL import Image
 
 from textgan.data import format as fmt
 from textgan.data.building.index import SOURCE_NAME as INDEXED_SOURCE
-from textgan.data.loading.samples import SampleDecoder, SampleError, decoder_settings
+from textgan.data.decode import decode_jpeg
 from textgan.data.manifest import (find_part_manifests, load_manifest, load_manifest_file, manifest_path,
                                    shard_path)
 from textgan.errors import UsageError
@@ -48,13 +48,26 @@ def _manifests(out_dir: str) -> list:
     return [(path, load_manifest_file(path)) for _, path in sorted(find_part_manifests(out_dir).items())]
 
 
-def _check_indexed_sample(name: str, key: str, entries: dict, decoder: SampleDecoder) -> list:
-    """A sample of shards indexed from another tool: served exactly as the loader would serve it."""
+def _check_indexed_sample(name: str, key: str, entries: dict, settings: dict) -> list:
+    """A sample of shards indexed from another tool: its image decodes (and is cropped to the resolution as the
+    loader does), its json parses, and it has a caption (txt, or json "caption")."""
+    where = f"{name}: sample {key}"
+    image_key = settings.get("image_key", fmt.KEY_JPG)
+    if image_key not in entries or fmt.KEY_JSON not in entries:
+        return [f"{where} lacks {image_key} or {fmt.KEY_JSON}"]
+    problems = []
     try:
-        decoder.decode(dict(entries, __key__=key), draws=(0.0, 0.0))
-    except SampleError as e:
-        return [f"{name}: sample {key}: {e}"]
-    return []
+        decode_jpeg(entries[image_key], int(settings["resolution"]))
+    except Exception as e:
+        problems.append(f"{where}: {image_key} does not decode ({e})")
+    try:
+        meta = json.loads(entries[fmt.KEY_JSON].decode("utf-8"))
+        caption = entries[fmt.KEY_TXT].decode("utf-8") if fmt.KEY_TXT in entries else meta.get("caption")
+        if not isinstance(caption, str) or not caption:
+            problems.append(f"{where}: no caption (txt, or json \"caption\")")
+    except (ValueError, AttributeError) as e:
+        problems.append(f"{where}: json or txt does not parse ({e})")
+    return problems
 
 
 def _check_sample(name: str, key: str, entries: dict, resolution: int) -> list:
@@ -102,15 +115,15 @@ def _read_samples(path: str) -> list:
     return samples
 
 
-def verify_shard(out_dir: str, shard: dict, resolution: int, decoder: SampleDecoder | None = None) -> tuple:
-    """(samples read, problems) of one manifest shard entry. decoder: for shards indexed from another tool
-    (not hashed, and their samples checked as the loader serves them), None for textgan-built ones."""
+def verify_shard(out_dir: str, shard: dict, resolution: int, indexed: dict | None = None) -> tuple:
+    """(samples read, problems) of one manifest shard entry. indexed: the manifest's settings for shards indexed
+    from another tool (not hashed, and their samples checked as the loader reads them), None for textgan-built ones."""
     name = shard["name"]
     path = shard_path(out_dir, shard)
     if not os.path.isfile(path):
         return 0, [f"{name}: shard file is missing"]
     problems = []
-    if shard.get("sha256") is None and decoder is None:
+    if shard.get("sha256") is None and indexed is None:
         problems.append(f"{name}: the manifest has no sha256 for it (only indexed shards may lack one)")
     elif shard.get("sha256") is not None and sha256_file(path) != shard["sha256"]:
         problems.append(f"{name}: sha256 differs from the manifest (the file was modified or truncated)")
@@ -121,8 +134,8 @@ def verify_shard(out_dir: str, shard: dict, resolution: int, decoder: SampleDeco
     if len(samples) != shard["samples"]:
         problems.append(f"{name}: holds {len(samples)} samples, the manifest says {shard['samples']}")
     for key, entries in samples:
-        problems += (_check_sample(name, key, entries, resolution) if decoder is None
-                     else _check_indexed_sample(name, key, entries, decoder))
+        problems += (_check_sample(name, key, entries, resolution) if indexed is None
+                     else _check_indexed_sample(name, key, entries, indexed))
     return len(samples), problems
 
 
@@ -132,10 +145,10 @@ def verify_shards(out_dir: str) -> VerifyReport:
     report = VerifyReport([path for path, _ in manifests])
     for path, manifest in manifests:
         resolution = int(manifest["settings"]["resolution"])
-        decoder = SampleDecoder(**decoder_settings(manifest)) if manifest.get("source") == INDEXED_SOURCE else None
+        indexed = manifest["settings"] if manifest.get("source") == INDEXED_SOURCE else None
         total = 0
         for shard in manifest["shards"]:
-            count, problems = verify_shard(out_dir, shard, resolution, decoder)
+            count, problems = verify_shard(out_dir, shard, resolution, indexed)
             report.shards += 1
             report.samples += count
             report.problems += problems
