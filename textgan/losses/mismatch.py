@@ -18,12 +18,17 @@ NEGATIVES = ("roll", "nearest")
 SAME_CAPTION_COSINE = 0.9999
 
 
+def check_negatives(negatives: str) -> str:
+    if negatives not in NEGATIVES:
+        raise ValueError(f"loss.matching_negatives must be one of {', '.join(NEGATIVES)}; got {negatives!r}.")
+    return negatives
+
+
 def mismatched_captions(c: torch.Tensor, negatives: str = "roll") -> torch.Tensor:
     """[N, C] caption embeddings -> [N, C]: row i is another sample's caption, chosen by `negatives`.
     nearest: a row with no different caption in the batch keeps roll's choice (it has no wrong caption
     to offer; roll gives the same one)."""
-    if negatives not in NEGATIVES:
-        raise ValueError(f"loss.matching_negatives must be one of {', '.join(NEGATIVES)}; got {negatives!r}.")
+    check_negatives(negatives)
     if c.shape[0] < 2:
         raise ValueError("loss.matching_aware needs >= 2 samples per batch to mismatch captions.")
     rolled = torch.roll(c, shifts=1, dims=0)

@@ -32,7 +32,7 @@ from torch import nn
 
 from textgan.losses.adversarial import (check_kind, d_loss_fake, d_loss_real, d_loss_relativistic, g_loss,
                                          g_loss_relativistic, is_paired)
-from textgan.losses.mismatch import mismatched_captions
+from textgan.losses.mismatch import check_negatives, mismatched_captions
 from textgan.losses.phases import Phase, PhaseInputs, iteration_phases
 from textgan.losses.regularizers import l2_penalty, orthogonal_penalty, path_length_penalty, r1_penalty
 
@@ -97,8 +97,7 @@ class GANObjective:
             raise ValueError(f"config key 'loss.pl_batch_shrink' must be >= 1 (1: the whole batch), "
                              f"got {self.pl_batch_shrink}.")
         self.matching_aware = float(loss_cfg.matching_aware)
-        self.matching_negatives = getattr(loss_cfg, "matching_negatives", "roll")
-        mismatched_captions(torch.zeros(2, 1), self.matching_negatives)  # an unknown name fails at build
+        self.matching_negatives = check_negatives(getattr(loss_cfg, "matching_negatives", "roll"))
         self.ortho_reg = float(loss_cfg.ortho_reg)
         self.weight_decay = float(loss_cfg.weight_decay)
         for key in ("r1_gamma", "r2_gamma", "pl_weight", "matching_aware", "ortho_reg", "weight_decay"):

@@ -21,6 +21,7 @@ from PIL import Image
 from textgan.data import format as fmt
 from textgan.data.building.index import SOURCE_NAME as INDEXED_SOURCE
 from textgan.data.decode import decode_jpeg
+from textgan.data.sample_fields import sample_captions
 from textgan.data.manifest import (find_part_manifests, load_manifest, load_manifest_file, manifest_path,
                                    shard_path)
 from textgan.errors import UsageError
@@ -61,9 +62,8 @@ def _check_indexed_sample(name: str, key: str, entries: dict, settings: dict) ->
     except Exception as e:
         problems.append(f"{where}: {image_key} does not decode ({e})")
     try:
-        meta = json.loads(entries[fmt.KEY_JSON].decode("utf-8"))
-        caption = entries[fmt.KEY_TXT].decode("utf-8") if fmt.KEY_TXT in entries else meta.get("caption")
-        if not isinstance(caption, str) or not caption:
+        captions = sample_captions(json.loads(entries[fmt.KEY_JSON].decode("utf-8")), entries)
+        if not captions or not all(isinstance(c, str) and c for c in captions):
             problems.append(f"{where}: no caption (txt, or json \"caption\")")
     except (ValueError, AttributeError) as e:
         problems.append(f"{where}: json or txt does not parse ({e})")

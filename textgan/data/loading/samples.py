@@ -6,7 +6,6 @@ samples it no longer holds. So the count is exact however a tar is damaged, and 
 training and the evaluation streams.
 """
 
-import hashlib
 import io
 import json
 import logging
@@ -17,6 +16,7 @@ import torch
 
 from textgan.data import format as fmt
 from textgan.data.decode import decode_jpeg
+from textgan.data.sample_fields import sample_captions, sample_image_id
 from textgan.data.loading.tar_members import TarFormatError, group_samples, iter_tar_files
 
 log = logging.getLogger("textgan.data.loading.loader")
@@ -93,29 +93,6 @@ def _load_npy(raw: dict, key: str) -> np.ndarray:
         return np.load(io.BytesIO(raw[key]), allow_pickle=False)
     except Exception as exn:
         raise SampleError(f"bad {key}: {exn!r}") from exn
-
-
-def sample_image_id(meta: dict, key: str) -> int:
-    """The image id of a sample: its json's image_id (textgan shards), else its key when that is a number
-    (img2dataset's keys are: shard number + index), else a stable 63-bit hash of the key."""
-    if "image_id" in meta:
-        return int(meta["image_id"])
-    name = key.rsplit("/", 1)[-1]
-    if name.isdigit():
-        return int(name)
-    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") >> 1
-
-
-def sample_captions(meta: dict, raw: dict) -> list:
-    """The captions of a sample: json "captions" (textgan shards), else the txt file (img2dataset, open_clip),
-    else json "caption"."""
-    if "captions" in meta:
-        return list(meta["captions"])
-    if fmt.KEY_TXT in raw:
-        return [raw[fmt.KEY_TXT].decode("utf-8")]
-    if isinstance(meta.get("caption"), str):
-        return [meta["caption"]]
-    return []
 
 
 class SampleDecoder:
