@@ -183,6 +183,7 @@ def test_perceptual_identity_and_weights(resnet, resnet_file):
         "weights_sha256": sha256_file(resnet_file),
         "random_weights": False,
         "dim": 512,
+        "input_size": 224,
     }
     saved = torch.load(resnet_file, weights_only=True)
     trunk = resnet.trunk.state_dict()
@@ -217,6 +218,31 @@ def test_perceptual_resizes_short_side_to_224_and_normalizes_imagenet(resnet):
     with torch.no_grad():
         expected = resnet.trunk(((images + 1) / 2 - mean) / std).mean(dim=(2, 3))
     assert torch.allclose(features, expected, atol=1e-5)
+
+
+def test_perceptual_input_size_option(resnet, resnet_file):
+    """input_size sets the short side the trunk sees (aspect kept) and is part of the identity; the same
+    weights at another size give other features, so the size must be checked wherever features are reused."""
+    small = load_perceptual("resnet18", resnet_file, input_size=112)
+    assert small.identity == dict(resnet.identity, input_size=112)
+    seen = []
+    handle = small.trunk.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].shape))
+    try:
+        with torch.no_grad():
+            images = _images(2, 48, 64)
+            at_112, at_224 = small.encode_images(images), resnet.encode_images(images)
+    finally:
+        handle.remove()
+    assert seen == [(2, 3, 112, 149)]  # 64 * 112 / 48 = 149.3
+    assert at_112.shape == at_224.shape == (2, 512)
+    assert (at_112 - at_224).abs().max() > 1e-3
+
+
+def test_perceptual_input_size_below_the_trunks_reduction_is_refused(resnet_file):
+    for bad in (31, 0, 112.0, True):
+        with pytest.raises(UsageError, match=r"perceptual input size must be a whole number of pixels >= 32"):
+            load_perceptual("resnet18", resnet_file, input_size=bad)
+    assert load_perceptual("resnet18", resnet_file, input_size=32).encode_images(_images(1, 32, 32)).shape == (1, 512)
 
 
 def test_perceptual_frozen_in_eval_mode_with_gradients_to_images(resnet):

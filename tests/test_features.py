@@ -177,6 +177,20 @@ def test_perceptual_mismatch_and_missing_features_are_refused(resnet):
         check_features_identity(None, {"clip": None, "perceptual": resnet.identity})
 
 
+def test_perceptual_features_of_another_input_size_are_refused(resnet):
+    """The same net and weights at another input size are other features; shards made before the size was an
+    option (no input_size recorded) were made at 224 px."""
+    small = dict(resnet.identity, input_size=112)
+    with pytest.raises(UsageError, match=r"made with perceptual model 'resnet18' at 224 px .*this run uses "
+                                         r"perceptual model 'resnet18' at 112 px"):
+        check_features_identity({"clip": None, "perceptual": resnet.identity}, {"clip": None, "perceptual": small})
+    check_features_identity({"clip": None, "perceptual": small}, {"clip": None, "perceptual": dict(small)})
+    older = {k: v for k, v in resnet.identity.items() if k != "input_size"}
+    check_features_identity({"clip": None, "perceptual": older}, {"clip": None, "perceptual": resnet.identity})
+    with pytest.raises(UsageError, match="at 224 px"):
+        check_features_identity({"clip": None, "perceptual": older}, {"clip": None, "perceptual": small})
+
+
 def test_random_weights_never_match():
     random_clip = _clip_identity(pretrained=None, random_weights=True)
     with pytest.raises(UsageError, match="random weights"):

@@ -123,7 +123,7 @@ def test_every_term_on_two_ranks_with_negatives_from_both(tmp_path, shards, weig
     assert math.isfinite(first["Loss/D/contrastive/D_it"]["mean"])
 
 
-def _batch_and_source(shards, weights, precomputed):
+def _batch_and_source(shards, weights, precomputed, *overrides):
     from textgan.config import load_config
     from textgan.runtime import Runtime
     from textgan.train.contrastive_setup import build_contrastive
@@ -131,7 +131,7 @@ def _batch_and_source(shards, weights, precomputed):
 
     cfg = load_config(os.path.join(ROOT, "configs", "demo.yaml"), TINY + ["contrastive.C_it=0", "contrastive.C_ii=0",
         f"data.shards={shards}", "text_encoder.random_weights=false", f"text_encoder.pretrained={weights['clip']}",
-        f"contrastive.perceptual_weights={weights['resnet']}", *ALL_TERMS, f"contrastive.precomputed={precomputed}"])
+        f"contrastive.perceptual_weights={weights['resnet']}", *ALL_TERMS, f"contrastive.precomputed={precomputed}", *overrides])
     manifest = load_manifest(shards)
     runtime = Runtime.from_env(env={})
     text = TextConditioner(cfg.text_encoder, manifest, runtime.device)
@@ -164,3 +164,41 @@ def test_features_from_another_model_are_refused_or_recomputed(tmp_path, shards,
     with pytest.raises(UsageError, match="precomputed perceptual features in the shards were made with"):
         _batch_and_source(shards, renamed, "require")
 
+
+
+def test_perceptual_input_size_reads_features_made_at_that_size_only(tmp_path, shards, weights):
+    """Shards built with --perceptual-size 64 serve a run with contrastive.perceptual_size=64 (equal to its own
+    features at that size); a run at the default 224 px computes them itself, or with require refuses, naming
+    both sizes."""
+    small = str(tmp_path / "shapes16-p64")
+    assert build_main(["shapes", "--outdir", small, "--n", "16", "--resolution", "16", "--samples-per-shard", "16",
+                       "--workers", "1", "--perceptual", "resnet18", "--perceptual-weights", weights["resnet"],
+                       "--perceptual-size", "64"]) == 0
+    assert load_manifest(small)["settings"]["features"]["perceptual"]["input_size"] == 64
+    _, source, batch = _batch_and_source(small, weights, "auto", "contrastive.perceptual_size=64")
+    assert source.precomputed == {"perceptual"} and source.towers["perceptual"].input_size == 64
+    reals = to_float_image(batch["pixels"])
+    fresh = source.towers["perceptual"].encode_images(reals).detach()
+    torch.testing.assert_close(source.features("perceptual", batch, reals), fresh, rtol=2e-3,
+                               atol=2e-3 * fresh.abs().max().item())
+    _, default_size, _ = _batch_and_source(small, weights, "auto")
+    assert "perceptual" not in default_size.precomputed
+    with pytest.raises(UsageError, match=r"made with perceptual model 'resnet18' at 64 px.*'resnet18' at 224 px"):
+        _batch_and_source(small, weights, "require")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--perceptual-size", "112"], "need --perceptual ARCH"),
+    (["--perceptual", "resnet18", "--perceptual-random-weights", "--perceptual-size", "16"], "perceptual input size"),
+])
+def test_builder_perceptual_size_errors(tmp_path, capsys, args, message):
+    code = build_main(["shapes", "--outdir", str(tmp_path / "out"), "--n", "4", "--resolution", "16", *args])
+    assert code == 2 and message in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "out" / "manifest.json")
+
+
+def test_config_refuses_a_perceptual_size_below_32():
+    from textgan.config import load_config
+
+    with pytest.raises(UsageError, match=r"contrastive.perceptual_size.*>= 32"):
+        load_config(os.path.join(ROOT, "configs", "demo.yaml"), ["contrastive.perceptual_size=16"])

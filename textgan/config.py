@@ -85,6 +85,8 @@ RANGES = {
        for k in ("C_it", "C_ii", "h", "S_D", "S_clip", "S_perceptual", "text_noise")},
     "contrastive.temperature": above(0),
     "contrastive.head_dim": at_least(1),
+    # the ResNet/VGG trunks reduce by 32 before pooling (textgan.encoders.PERCEPTUAL_MIN_SIDE)
+    "contrastive.perceptual_size": at_least(32),
     "augment.ada_target": PROBABILITY,
     "augment.ada_kimg": above(0),
     "augment.ada_interval": at_least(1),

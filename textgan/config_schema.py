@@ -50,6 +50,9 @@ class ModelConfig:
     # cgan: c also sets the gain and bias of every batch norm of G (conditional batch norm), so that the text
     # reaches every resolution. Like mapping_* for the cgan, stylegan2 ignores it: w already conditions every layer
     cgan_conditional_bn: bool = False
+    # stylegan2: G's synthesis and D compute in the channels_last (NHWC) layout, the same values within fp32
+    # rounding; false: the default NCHW layout. What it buys is in BENCHMARKS.md (networks); the cgan ignores it
+    channels_last: bool = True
 
 
 @dataclass
@@ -104,6 +107,9 @@ class ContrastiveConfig:
     perceptual: Optional[str] = None  # resnet18 | resnet50 | vgg16: the ResNet/VGG structure's net
     perceptual_weights: Optional[str] = None  # local torchvision state-dict file
     perceptual_random_weights: bool = False  # tests and the tiny demo only: features carry no meaning
+    # the short side images are resized to before the perceptual net: 224 is ImageNet's scale; 112 costs about a
+    # quarter. Part of the features' identity: shards' precomputed features must be made at the same size.
+    perceptual_size: int = 224
     precomputed: str = "auto"  # real-image features from the shards: auto | require | never
 
 

@@ -42,6 +42,9 @@ WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 PERCEPTUAL_DIMS = {"resnet18": 512, "resnet50": 2048, "vgg16": 512}
 # ResNet/VGG were trained on 224-px ImageNet crops; their features are most meaningful at that scale.
 PERCEPTUAL_SHORT_SIDE = 224
+# The smallest input side: both families reduce by 32 before pooling, so below 32 px the last block
+# would pool an empty (VGG) or sub-pixel map.
+PERCEPTUAL_MIN_SIDE = 32
 
 
 def _looks_like_path(value: str) -> bool:
@@ -237,12 +240,15 @@ def load_clip(model_name: str, pretrained: str | None, *, allow_random: bool = F
 class PerceptualNet(_FrozenTower):
     """Frozen ImageNet CNN -> one global-average-pooled feature vector per image.
 
-    Images are resized (short side to 224, aspect kept, antialiased bilinear like torchvision's
-    ImageNet transforms), not cropped: global average pooling accepts any shape, so nothing is
+    Images are resized (short side to `input_size`, 224 by default, aspect kept, antialiased bilinear
+    like torchvision's ImageNet transforms), not cropped: global average pooling accepts any shape, so nothing is
     thrown away. Features are the last convolutional block, averaged over space:
     resnet18/resnet50: the 512/2048 vector fed to `fc`; vgg16: the 512 channels of `features`
     (not the 4096 fc7 vector: pooled conv features keep VGG and ResNet alike, resolution-agnostic
-    and 8x smaller to store).
+    and 8x smaller to store). A smaller input_size trades feature fidelity for cost: the conv trunk's
+    work scales with the pixel count (112 px: about a quarter of 224 px), which on a GPU step is the
+    tower's whole cost; the input size is part of `identity`, so features made at one size never
+    stand in for another's.
     """
 
     def __init__(self, arch: str, trunk: nn.Module, identity: dict):
@@ -251,6 +257,7 @@ class PerceptualNet(_FrozenTower):
         self.trunk = trunk
         self.identity = identity
         self.dim = int(identity["dim"])
+        self.input_size = int(identity["input_size"])
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self._freeze()
@@ -258,12 +265,20 @@ class PerceptualNet(_FrozenTower):
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         _check_images(images)
         x = images.to(device=self.mean.device, dtype=torch.float32)
-        x = _resize_short_side(x, PERCEPTUAL_SHORT_SIDE, "bilinear")
+        x = _resize_short_side(x, self.input_size, "bilinear")
         return ((x + 1.0) * 0.5 - self.mean) / self.std
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] in [-1, 1] -> [B, dim]; differentiable w.r.t. `images`."""
         return self.trunk(self.preprocess(images)).mean(dim=(2, 3))
+
+
+def check_perceptual_size(input_size) -> None:
+    if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < PERCEPTUAL_MIN_SIDE:
+        raise UsageError(
+            f"perceptual input size must be a whole number of pixels >= {PERCEPTUAL_MIN_SIDE} (the ResNet/VGG "
+            f"trunks reduce by 32 before pooling), got {input_size!r}; {PERCEPTUAL_SHORT_SIDE} is ImageNet's scale."
+        )
 
 
 def _perceptual_trunk(arch: str, model: nn.Module) -> nn.Module:
@@ -272,9 +287,12 @@ def _perceptual_trunk(arch: str, model: nn.Module) -> nn.Module:
     return model.features
 
 
-def load_perceptual(arch: str, weights: str | None, *, allow_random: bool = False, device="cpu") -> PerceptualNet:
+def load_perceptual(arch: str, weights: str | None, *, allow_random: bool = False, device="cpu",
+                    input_size: int = PERCEPTUAL_SHORT_SIDE) -> PerceptualNet:
     """A frozen PerceptualNet; weights: a local torchvision state-dict file (e.g. a copy of
-    torchvision's resnet18-f37072fd.pth). None is refused unless allow_random, which warns loudly."""
+    torchvision's resnet18-f37072fd.pth). None is refused unless allow_random, which warns loudly.
+    input_size: the short side images are resized to before the net (224: ImageNet's scale)."""
+    check_perceptual_size(input_size)
     if arch not in PERCEPTUAL_DIMS:
         close = difflib.get_close_matches(arch, list(PERCEPTUAL_DIMS), n=3, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
@@ -305,5 +323,6 @@ def load_perceptual(arch: str, weights: str | None, *, allow_random: bool = Fals
         "weights_sha256": weights_sha256,
         "random_weights": weights is None,
         "dim": PERCEPTUAL_DIMS[arch],
+        "input_size": int(input_size),
     }
     return PerceptualNet(arch, _perceptual_trunk(arch, model), identity).to(device)

@@ -93,12 +93,20 @@ def _describe(kind: str, identity: dict) -> str:
         weights = f"weights file {source} (sha256 {identity['weights_sha256'][:12]}...)"
     else:
         weights = f"pretrained tag {source!r}"
-    return f"{kind} model {model!r} with {weights}"
+    size = f" at {_perceptual_size(identity)} px" if kind == "perceptual" else ""
+    return f"{kind} model {model!r}{size} with {weights}"
+
+
+def _perceptual_size(identity: dict) -> int:
+    # Shards made before the size was an option were all made at the one size there was (ImageNet's 224).
+    return int(identity.get("input_size", 224))
 
 
 def _same_features(kind: str, made: dict, expected: dict) -> bool:
     model_key, source_key = ("model", "pretrained") if kind == "clip" else ("arch", "weights")
     if made.get(model_key) != expected.get(model_key) or made.get("dim") != expected.get("dim"):
+        return False
+    if kind == "perceptual" and _perceptual_size(made) != _perceptual_size(expected):
         return False
     if made.get("random_weights") or expected.get("random_weights"):
         # Random initializations are not recorded, so such features can never be reproduced.

@@ -66,7 +66,8 @@ def build_contrastive(cfg, text, manifest: dict, runtime):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_TOWER_SEED)
             towers["perceptual"] = load_perceptual(cc.perceptual, cc.perceptual_weights,
-                                                   allow_random=cc.perceptual_random_weights, device=runtime.device)
+                                                   allow_random=cc.perceptual_random_weights, device=runtime.device,
+                                                   input_size=cc.perceptual_size)
     real_structures = [s for s in ("clip", "perceptual") if weights[f"{s}_ii"] > 0]
     precomputed = _precomputed(cc, real_structures, towers, manifest)
     terms = ContrastiveTerms(cc, clip=towers["clip"], perceptual=towers.get("perceptual"),

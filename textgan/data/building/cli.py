@@ -90,6 +90,9 @@ def _common_options(default_resolution: int) -> argparse.ArgumentParser:
     f.add_argument("--perceptual", choices=("resnet18", "resnet50", "vgg16"), help="ResNet/VGG pooled feature vector")
     f.add_argument("--perceptual-weights", help="local torchvision state-dict file of the --perceptual net")
     f.add_argument("--perceptual-random-weights", action="store_true", help="random perceptual weights (tests only)")
+    f.add_argument("--perceptual-size", type=_int_at_least(32, "perceptual input size"), default=224,
+                   help="short side the --perceptual net sees (default 224, ImageNet's scale); training must use the "
+                        "same contrastive.perceptual_size to read these features")
     f.add_argument("--feature-batch-size", type=_int_at_least(1, "feature batch size"), default=64)
     return p
 
@@ -134,8 +137,9 @@ def _make_features(args):
     """A factory for the FeatureExtractor the flags ask for (None when none)."""
     if args.clip_model is None and (args.clip_pretrained or args.clip_random_weights):
         raise UsageError("--clip-pretrained/--clip-random-weights need --clip-model NAME.")
-    if args.perceptual is None and (args.perceptual_weights or args.perceptual_random_weights):
-        raise UsageError("--perceptual-weights/--perceptual-random-weights need --perceptual ARCH.")
+    if args.perceptual is None and (args.perceptual_weights or args.perceptual_random_weights
+                                    or args.perceptual_size != 224):
+        raise UsageError("--perceptual-weights/--perceptual-random-weights/--perceptual-size need --perceptual ARCH.")
     if args.clip_model is None and args.perceptual is None:
         return None
 
@@ -152,7 +156,8 @@ def _make_features(args):
             clip = load_clip(args.clip_model, args.clip_pretrained, allow_random=args.clip_random_weights) \
                 if args.clip_model else None
             perceptual = load_perceptual(args.perceptual, args.perceptual_weights,
-                                         allow_random=args.perceptual_random_weights) if args.perceptual else None
+                                         allow_random=args.perceptual_random_weights,
+                                         input_size=args.perceptual_size) if args.perceptual else None
         return FeatureExtractor(clip, perceptual, batch_size=args.feature_batch_size)
     return make
 
