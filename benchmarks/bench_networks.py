@@ -4,16 +4,19 @@ The COCO recipes' networks and phases (configs/coco64.yaml: size 0.5 at 64 px; c
 256 px; StyleGAN2, ADA at p = 0 as a run starts, path length every 4 iterations, lazy R1 every 16), CPU, fp32,
 world 1, batch_gpu small enough for this CPU (SIZES); c a random 512-d vector per sample (the width of the recipes'
 CLIP ViT-B/32: the text tower is not part of the step). Variants, built alike from the same seed:
-  earlier  the earlier paths: textgan.nets.layers.set_unfused_reference on G and D, loss.pl_batch_shrink=1
+  earlier  the earlier paths: textgan.nets.layers.set_unfused_reference on G and D, loss.pl_batch_shrink=1,
+           model.channels_last=false
   paths    today's network paths (D's skip filtered down first, noise added in the pass that demodulates),
-           loss.pl_batch_shrink=1 (64 px only: at 256 px it does not fit the time)
-  today    today's defaults (loss.pl_batch_shrink=2)
+           loss.pl_batch_shrink=1, model.channels_last=false (64 px only: at 256 px it does not fit the time)
+  nchw     today's defaults but model.channels_last=false (64 px only)
+  today    today's defaults (loss.pl_batch_shrink=2, model.channels_last=true)
 - networks/step{R}: seconds per iteration averaged over one cycle of the lazy regularizers (16 iterations: one
   with all four phases, three with Gmain, Greg and Dmain, twelve with Gmain and Dmain), earlier over today.
   Each window times two real train_step calls per variant, one with all four phases due and one with the main
   phases only, each phase on its own clock; the cycle is assembled from them (cycle_seconds).
-- networks/paths64: earlier over paths (what the two network paths buy); networks/pl_shrink64: paths over today
-  (what loss.pl_batch_shrink=2 buys). Their product is step64.
+- networks/paths64: earlier over paths (what the two network paths buy); networks/pl_shrink64: paths over nchw
+  (what loss.pl_batch_shrink=2 buys); networks/channels_last64: nchw over today (what the layout buys). Their
+  product is step64.
 The notes give every phase's seconds: Greg runs G alone (the noise path, and the shrink), Dreg D alone (the skip).
 """
 
@@ -30,10 +33,10 @@ C_DIM = 512
 # batch_gpu 2 is the smallest batch whose path-length phase shrinks (2 // 2 = 1 sample) and whose minibatch
 # stddev still has a group of 2; at 256 px more does not fit the benchmark's ~10 minutes on a shared 2-core CPU.
 SIZES = {
-    64: {"batch_gpu": 4, "repeats": 2, "variants": ("earlier", "paths", "today")},
+    64: {"batch_gpu": 4, "repeats": 3, "variants": ("earlier", "paths", "nchw", "today")},
     256: {"batch_gpu": 2, "repeats": 1, "variants": ("earlier", "today")},
 }
-QUICK = {"resolution": 64, "batch_gpu": 2, "repeats": 1, "variants": ("earlier", "paths", "today"),
+QUICK = {"resolution": 64, "batch_gpu": 2, "repeats": 1, "variants": ("earlier", "paths", "nchw", "today"),
          "overrides": ["model.size=0.125"]}
 # One torch thread: with another job on both cores, two threads spend most of their time waiting for each
 # other (a G forward + backward measured 25x slower with 2 threads than with 1), which would time the
@@ -41,10 +44,11 @@ QUICK = {"resolution": 64, "batch_gpu": 2, "repeats": 1, "variants": ("earlier",
 THREADS = 1
 PHASES = ("Gmain", "Greg", "Dmain", "Dreg")
 MAIN_PHASES = ("Gmain", "Dmain")
-VARIANTS = {  # name: (earlier network paths, loss.pl_batch_shrink)
-    "earlier": (True, 1),
-    "paths": (False, 1),
-    "today": (False, 2),
+VARIANTS = {  # name: (earlier network paths, loss.pl_batch_shrink, model.channels_last)
+    "earlier": (True, 1, False),
+    "paths": (False, 1, False),
+    "nchw": (False, 2, False),
+    "today": (False, 2, True),
 }
 
 
@@ -123,8 +127,9 @@ def build_variant(variant: str, opts: dict, runtime):
     from textgan.train.setup import build_training
     from textgan.train.step import TrainState
 
-    unfused, shrink = VARIANTS[variant]
-    cfg = recipe_cfg(opts["resolution"], opts["batch_gpu"], *opts["overrides"], f"loss.pl_batch_shrink={shrink}")
+    unfused, shrink, channels_last = VARIANTS[variant]
+    cfg = recipe_cfg(opts["resolution"], opts["batch_gpu"], *opts["overrides"], f"loss.pl_batch_shrink={shrink}",
+                     f"model.channels_last={str(channels_last).lower()}")
     setup = build_training(cfg, runtime, c_dim=C_DIM, objective_cls=phase_clock_objective())
     set_unfused_reference(setup.engines.G.module, unfused)
     set_unfused_reference(setup.engines.D.module, unfused)
@@ -180,7 +185,11 @@ def step_results(resolution: int, opts: dict, timing: dict, took: float) -> list
                    "today's (D's skip, noise with demodulation), both with pl_batch_shrink 1", "paths", "earlier",
                    cycle["paths"], cycle["earlier"], "s/iter"),
             Result(f"networks/pl_shrink{resolution}", f"{per_iteration}, {setting}: loss.pl_batch_shrink 1 over 2, "
-                   "both on today's network paths", "shrink 2", "shrink 1", cycle["today"], cycle["paths"], "s/iter"),
+                   "both on today's network paths in the NCHW layout", "shrink 2", "shrink 1", cycle["nchw"],
+                   cycle["paths"], "s/iter"),
+            Result(f"networks/channels_last{resolution}", f"{per_iteration}, {setting}: model.channels_last false "
+                   "over true, both otherwise today's defaults", "channels_last", "NCHW", cycle["today"],
+                   cycle["nchw"], "s/iter"),
         ]
     results[0].notes.append(
         f"{phase_note(resolution, variants, full, main)} One warm-up iteration per variant, then {opts['repeats']} "
@@ -198,8 +207,9 @@ def run(quick: bool = False):
     results[0].notes.append(
         "networks: one process per resolution (1 torch thread, see THREADS), the variants' engines built alike "
         "from the same seed and timed in turn, the same 4 synthetic batches cycled. Variants: earlier = "
-        "set_unfused_reference on G and D with loss.pl_batch_shrink=1; paths = today's network paths with "
-        "pl_batch_shrink=1; today = the defaults (pl_batch_shrink 2). The cycle of 16 iterations is assembled "
+        "set_unfused_reference on G and D with loss.pl_batch_shrink=1 and model.channels_last=false; paths = "
+        "today's network paths with pl_batch_shrink=1, NCHW; nchw = the defaults but model.channels_last=false; "
+        "today = the defaults (pl_batch_shrink 2, channels_last). The cycle of 16 iterations is assembled "
         "from the two timed ones (benchmarks/bench_networks.py cycle_seconds); the EMA update is in the last phase "
         "of each. The machine was shared with a long experiment on both cores: absolute seconds are inflated and "
         "noisy (one iteration of a phase varied by up to 20% between identical code paths at 256 px), the "

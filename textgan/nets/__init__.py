@@ -71,6 +71,8 @@ def build_networks_from_config(cfg, c_dim: int):
         if m.arch == "stylegan2" else {"c_embed_layers": m.c_embed_layers, "c_embed_dim": m.w_dim,
                                                   "conditional_bn": m.cgan_conditional_bn}
     D_kwargs = {"mbstd_group_size": m.mbstd_group_size} if m.arch == "stylegan2" else {}
+    if m.arch == "stylegan2":
+        G_kwargs["channels_last"] = D_kwargs["channels_last"] = m.channels_last
     G, D = build_networks(m.arch, z_dim=m.z_dim, c_dim=c_dim, img_resolution=cfg.data.resolution, size=m.size,
                           channel_base=m.channel_base, channel_max=m.channel_max,
                           generator_kwargs=G_kwargs, discriminator_kwargs=D_kwargs)

@@ -26,6 +26,7 @@ from .layers import (
     check_c_dim,
     check_condition,
     check_images,
+    memory_format,
 )
 
 
@@ -77,8 +78,10 @@ class Discriminator(nn.Module):
         mbstd_num_channels=1,
         cmap_dim=None,
         cmap_layers=2,
+        channels_last=True,
     ):
         super().__init__()
+        self.memory_format = memory_format(channels_last)  # textgan.nets.layers.memory_format
         self.channels = ch = channels_per_resolution(img_resolution, channel_base, channel_max, size)
         self.c_dim = check_c_dim(c_dim)
         self.img_resolution, self.img_channels = img_resolution, img_channels
@@ -99,7 +102,7 @@ class Discriminator(nn.Module):
         """Pooled image features [N, feature_dim] (unconditional). Note: the minibatch-stddev layer
         makes each sample's features depend on the other samples of its group."""
         check_images(img, self.img_channels, self.img_resolution, "discriminator")
-        x = self.fromrgb(img)
+        x = self.fromrgb(img.contiguous(memory_format=self.memory_format))
         for block in self.blocks:
             x = block(x)
         x = self.conv(self.mbstd(x))

@@ -27,6 +27,7 @@ from .layers import (
     check_condition,
     check_noise_mode,
     fir_filter,
+    memory_format,
     normalize_2nd_moment,
     upsample2d,
 )
@@ -108,8 +109,9 @@ class MappingNetwork(nn.Module):
 class SynthesisBlock(nn.Module):
     """One resolution: (upsampling conv) + conv + ToRGB. The 4x4 block starts from a learned constant."""
 
-    def __init__(self, in_channels, out_channels, w_dim, resolution, img_channels):
+    def __init__(self, in_channels, out_channels, w_dim, resolution, img_channels, channels_last=True):
         super().__init__()
+        self.memory_format = memory_format(channels_last)
         self.resolution = resolution
         self.is_first = resolution == 4
         if self.is_first:
@@ -125,7 +127,8 @@ class SynthesisBlock(nn.Module):
         """ws: [N, num_conv + 1, w_dim] (the last one is ToRGB's)."""
         w = iter(ws.unbind(dim=1))
         if self.is_first:
-            x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
+            # every later activation inherits this layout from its input
+            x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1).contiguous(memory_format=self.memory_format)
         else:
             x = self.conv0(x, next(w), noise_mode, generator)
         x = self.conv1(x, next(w), noise_mode, generator)
@@ -135,7 +138,8 @@ class SynthesisBlock(nn.Module):
 
 
 class SynthesisNetwork(nn.Module):
-    def __init__(self, w_dim, img_resolution, img_channels=3, size=1.0, channel_base=32768, channel_max=512):
+    def __init__(self, w_dim, img_resolution, img_channels=3, size=1.0, channel_base=32768, channel_max=512,
+                 channels_last=True):
         super().__init__()
         self.w_dim = w_dim
         self.channels = channels_per_resolution(img_resolution, channel_base, channel_max, size)
@@ -143,7 +147,7 @@ class SynthesisNetwork(nn.Module):
         self.blocks = nn.ModuleList()
         for r in self.channels:  # 4 .. R
             in_ch = self.channels[r // 2] if r > 4 else 0
-            self.blocks.append(SynthesisBlock(in_ch, self.channels[r], w_dim, r, img_channels))
+            self.blocks.append(SynthesisBlock(in_ch, self.channels[r], w_dim, r, img_channels, channels_last))
         # ToRGB of block i shares its w with the first conv of block i+1 (StyleGAN2's layout).
         self.num_ws = sum(b.num_conv for b in self.blocks) + 1
 
@@ -156,7 +160,9 @@ class SynthesisNetwork(nn.Module):
         for block in self.blocks:
             x, img = block(x, img, ws.narrow(1, w_idx, block.num_conv + 1), noise_mode, generator)
             w_idx += block.num_conv
-        return img
+        # The images leave in the default layout, whatever G computes in: a copy of 3 channels, and every
+        # consumer (D, augmentation, CLIP, image files) sees the same tensors as before.
+        return img.contiguous()
 
 
 class Generator(nn.Module):
@@ -177,11 +183,13 @@ class Generator(nn.Module):
         mapping_lr_mul=0.01,
         w_avg_beta=0.995,
         c_embed_layers=0,
+        channels_last=True,
     ):
         super().__init__()
         self.z_dim, self.c_dim, self.w_dim = z_dim, check_c_dim(c_dim), w_dim
         self.img_resolution, self.img_channels = img_resolution, img_channels
-        self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, size, channel_base, channel_max)
+        self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, size, channel_base, channel_max,
+                                          channels_last)
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(z_dim, c_dim, w_dim, self.num_ws, mapping_layers, mapping_lr_mul, w_avg_beta,
                                       c_embed_layers)

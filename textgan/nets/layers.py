@@ -93,6 +93,14 @@ def bias_act(x: torch.Tensor, bias: torch.Tensor | None, activation: str, dim: i
     return x
 
 
+def memory_format(channels_last: bool) -> torch.memory_format:
+    """The activations' layout inside G's synthesis and D (model.channels_last). Values are the same either way
+    (within fp32 rounding: the convolutions sum in another order); channels_last (NHWC) is the layout oneDNN's
+    CPU convolutions and tensor cores work in, so the big 3x3 convolutions skip a reorder each way, as NVIDIA's
+    StyleGAN2-ADA runs its fp16 layers. Parameters keep the default layout (checkpoints do not change)."""
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
 def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Scale each row to unit mean square (StyleGAN's pixel norm on latent vectors)."""
     return x * (x.square().mean(dim=1, keepdim=True) + eps).rsqrt()
