@@ -21,6 +21,27 @@ def _octal(value: int, width: int) -> bytes:
     return f"{value:0{width - 1}o}".encode("ascii") + b"\0"
 
 
+def _header_template() -> bytes:
+    """The header fields every member shares (mode, owner ids, type, ustar magic), the others zero."""
+    header = bytearray(BLOCK)
+    header[100:108] = _octal(0o644, 8)
+    header[108:116] = _octal(0, 8)  # uid
+    header[116:124] = _octal(0, 8)  # gid
+    header[156:157] = b"0"  # regular file
+    header[257:263] = b"ustar\0"
+    header[263:265] = b"00"
+    header[329:337] = _octal(0, 8)  # devmajor
+    header[337:345] = _octal(0, 8)  # devminor
+    return bytes(header)
+
+
+_TEMPLATE = _header_template()
+# The checksum is the byte sum of the header with its own field counted as 8 spaces: the shared fields' part
+# is summed once here, so that a member sums only its name, size and mtime (the 512-byte sum per member was
+# a third of the header's cost, measured on 3 members per sample).
+_TEMPLATE_SUM = sum(_TEMPLATE) + 8 * ord(" ")
+
+
 def member_bytes(name: str, data: bytes, mtime: int) -> bytes:
     """One regular file as tar bytes: a ustar header, the data, zero padding to a whole block."""
     raw_name = name.encode("utf-8")
@@ -28,20 +49,13 @@ def member_bytes(name: str, data: bytes, mtime: int) -> bytes:
         raise ValueError(f"tar member name {name!r} must be ASCII of at most 100 bytes (the ustar name field)")
     if len(data) > _MAX_SIZE:
         raise ValueError(f"tar member {name!r} is {len(data)} bytes; at most {_MAX_SIZE} fit a ustar size field")
-    header = bytearray(BLOCK)
+    size, stamp = _octal(len(data), 12), _octal(mtime, 12)
+    header = bytearray(_TEMPLATE)
     header[0:len(raw_name)] = raw_name
-    header[100:108] = _octal(0o644, 8)
-    header[108:116] = _octal(0, 8)  # uid
-    header[116:124] = _octal(0, 8)  # gid
-    header[124:136] = _octal(len(data), 12)
-    header[136:148] = _octal(mtime, 12)
-    header[148:156] = b" " * 8  # the checksum counts its own field as spaces
-    header[156:157] = b"0"  # regular file
-    header[257:263] = b"ustar\0"
-    header[263:265] = b"00"
-    header[329:337] = _octal(0, 8)  # devmajor
-    header[337:345] = _octal(0, 8)  # devminor
-    header[148:156] = f"{sum(header):06o}".encode("ascii") + b"\0 "
+    header[124:136] = size
+    header[136:148] = stamp
+    checksum = _TEMPLATE_SUM + sum(raw_name) + sum(size) + sum(stamp)
+    header[148:156] = f"{checksum:06o}".encode("ascii") + b"\0 "
     return bytes(header) + data + bytes(-len(data) % BLOCK)
 
 
