@@ -105,6 +105,42 @@ def test_a_corrupt_header_stops_with_an_error_after_the_files_before_it(tmp_path
     assert tarfile_files(tmp_path / "bad.tar") == FILES[:1]  # tarfile stops there too, but without a word
 
 
+def _rewrite_header(data: bytearray, at: int, signed: bool = False, **fields) -> None:
+    """Set header fields (name: (offset, bytes)) of the header at `at`, then store its checksum as the unsigned
+    byte sum (or the signed one some old writers stored)."""
+    for start, value in fields.values():
+        data[at + start:at + start + len(value)] = value
+    data[at + 148:at + 156] = b" " * 8
+    header = bytes(data[at:at + 512])
+    total = sum(header) - (256 * sum(1 for b in header if b >= 128) if signed else 0)
+    data[at + 148:at + 156] = b"%06o\0 " % total
+
+
+def test_a_header_checksummed_over_signed_bytes_is_read_as_tarfile_reads_it(tmp_path):
+    path = tmp_path / "x.tar"
+    files = [("ñame-ünïcode.jpg", b"1234"), ("b.json", b"{}")]
+    write_with_tarfile(path, files, tarfile.GNU_FORMAT)
+    data = bytearray(path.read_bytes())
+    _rewrite_header(data, 512, signed=True)  # the file's header (after the directory's): its name has bytes >= 128
+    (tmp_path / "signed.tar").write_bytes(bytes(data))
+    assert ours(tmp_path / "signed.tar") == tarfile_files(tmp_path / "signed.tar") == files
+
+
+def test_a_header_with_a_right_checksum_and_a_garbled_size_is_damage_not_a_crash(tmp_path):
+    path = tmp_path / "x.tar"
+    write_with_tarfile(path, FILES[:3], tarfile.GNU_FORMAT)
+    data = bytearray(path.read_bytes())
+    second_header = 512 + 512 + 1024
+    _rewrite_header(data, second_header, size=(124, b"zz\0"))
+    (tmp_path / "bad.tar").write_bytes(bytes(data))
+    got = []
+    with pytest.raises(TarFormatError, match="bad header"):
+        with open(tmp_path / "bad.tar", "rb") as f:
+            for item in iter_tar_files(f):
+                got.append(item)
+    assert got == FILES[:1]
+
+
 # ---------------------------------------------------------------------- the builder's writer
 
 

@@ -13,7 +13,9 @@ than calling collectives per batch.
 
 Batch dict (both modes):
     pixels             uint8 [B, R, R, 3] as decoded; textgan.data.decode.to_float_image(pixels) gives the
-                       float32 [B, 3, R, R] in [-1, 1] that networks take (convert on the training device)
+                       float32 [B, 3, R, R] in [-1, 1] that networks take (convert on the training device).
+                       From worker processes: shared memory that the worker reuses once no reference to
+                       this tensor (or a view of it) is left (pixel_slots.py); a batch kept is never changed
     caption            list[str], one of the image's captions drawn at random per access
                        (evaluation: drawn from the image id, the same in every evaluation)
     caption_alt        list[str], another caption of the same image (the same one if it has only one)
@@ -23,7 +25,8 @@ Batch dict (both modes):
     perceptual         float32 [B, F] when the shards carry perceptual features
 Damaged samples and tars are skipped with a warning and counted (`.skipped`, `.seen`).
 
-Worker-side details: textgan/data/loading/streams.py (streams), samples.py (read, decode).
+Worker-side details: textgan/data/loading/streams.py (streams), samples.py (read, decode), pixel_slots.py (how
+a batch's pixels reach this process).
 """
 
 import atexit
@@ -35,7 +38,8 @@ import weakref
 import torch
 from torch.utils.data import DataLoader
 
-from textgan.data.loading.samples import decoder_settings, feature_flags, small_arrays_as_tensors
+from textgan.data.loading.pixel_slots import SlotReceiver
+from textgan.data.loading.samples import arrays_as_tensors, decoder_settings, feature_flags
 from textgan.data.loading.streams import EvalStream, TrainStream
 from textgan.data.manifest import load_manifest, shard_path
 from textgan.data.loading.skip_alarm import SkipRateAlarm, SkipRateExceeded  # noqa: F401  (SkipRateExceeded: re-exported)
@@ -44,6 +48,12 @@ from textgan.errors import UsageError
 STATE_FORMAT = "textgan-train-loader"
 STATE_VERSION = 1
 _SUPERSEDED = "this iterator was superseded by a newer iter(), load_state_dict() or close()"
+
+
+def _received(batch: dict, slots: SlotReceiver) -> dict:
+    """A batch as a worker sent it -> as handed out: pixels from their shared-memory slot, arrays as tensors."""
+    batch["pixels"] = slots.pixels(batch["pixels"])
+    return arrays_as_tensors(batch)
 
 
 def _passthrough(item):
@@ -240,7 +250,7 @@ class TrainLoader:
         return self._consume(self._batches, self._generation)
 
     def _consume(self, batches, generation):
-        state = self._state
+        state, slots = self._state, SlotReceiver()
         for batch in batches:
             if generation != self._generation:
                 raise RuntimeError(_SUPERSEDED)
@@ -253,7 +263,7 @@ class TrainLoader:
             state["batches"] += 1
             self._alarm.record(batch.pop("_damage"))
             self._alarm.check(state["skipped"], state["seen"])
-            yield small_arrays_as_tensors(batch)
+            yield _received(batch, slots)
         if generation != self._generation:  # close() ended the workers' stream: not the data's end
             raise RuntimeError(_SUPERSEDED)
 
@@ -300,14 +310,14 @@ class EvalLoader:
 
     def __iter__(self):
         self.skipped = self.seen = 0
-        batches = _start_workers(self._dataset, self.num_workers)
+        batches, slots = _start_workers(self._dataset, self.num_workers), SlotReceiver()
         try:
             for item in batches:
                 self.skipped += item.pop("_skipped")
                 self.seen += item.pop("_seen")
                 item.pop("_stream")
                 if not item.pop("_stats_only", False):
-                    yield small_arrays_as_tensors(item)
+                    yield _received(item, slots)
         finally:  # a pass left early (break, error): its workers go now, or at the latest at exit
             stop_workers(batches)
 

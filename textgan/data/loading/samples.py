@@ -1,4 +1,4 @@
-"""Worker side of the streaming loader: read one shard's samples, decode them, stack them into a batch.
+"""Worker side of the streaming loader: read one shard's samples, decode them into a batch.
 
 Skips are counted as "samples the manifest promises minus samples served": a sample whose JPEG,
 JSON or features do not decode counts 1, and a shard that is truncated (or missing) counts the
@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from textgan.data import format as fmt
-from textgan.data.decode import decode_jpeg
+from textgan.data.decode import decode_jpeg_into
 from textgan.data.sample_fields import sample_captions, sample_image_id
+from textgan.data.loading.pixel_slots import SlotPool
 from textgan.data.loading.tar_members import TarFormatError, group_samples, iter_tar_files
 
 log = logging.getLogger("textgan.data.loading.loader")
@@ -96,7 +97,7 @@ def _load_npy(raw: dict, key: str) -> np.ndarray:
 
 
 class SampleDecoder:
-    """Raw sample -> dict of one served sample, or SampleError.
+    """Raw sample -> its pixels written into a batch row, and a dict of its other fields; or SampleError.
 
     Everything that must stack into a batch is checked here (image size, feature shapes), so a
     single odd sample is skipped instead of crashing the worker when the batch is built.
@@ -123,8 +124,10 @@ class SampleDecoder:
             raise SampleError(f"{key} has shape {array.shape}, earlier samples {expected}")
         return array.astype(np.float32)
 
-    def decode(self, raw: dict, draws=None) -> dict:
-        """`draws`: two uniforms for the caption choice; None -> eval_caption_draws(image_id)."""
+    def decode(self, raw: dict, out: np.ndarray, draws=None) -> dict:
+        """`out`: the uint8 [R, R, 3] batch row for the pixels (written only for a sample that decodes; a failed
+        sample may leave it half written, for the next sample to overwrite). `draws`: two uniforms for the
+        caption choice; None -> eval_caption_draws(image_id)."""
         for key in (self.image_key, fmt.KEY_JSON):
             if key not in raw:
                 raise SampleError(f"missing {key}")
@@ -137,16 +140,15 @@ class SampleDecoder:
         if not captions or not all(isinstance(c, str) and c for c in captions):
             raise SampleError("no captions (or a caption that is not a non-empty string)")
         try:
-            pixels = decode_jpeg(raw[self.image_key], self.resolution if self.resize else None)
+            width, height = decode_jpeg_into(raw[self.image_key], out, self.resolution if self.resize else None)
         except Exception as exn:
             raise SampleError(f"bad {self.image_key}: {exn!r}") from exn
-        if pixels.shape != (self.resolution, self.resolution, 3):
-            raise SampleError(f"image is {pixels.shape[1]}x{pixels.shape[0]}, the manifest says {self.resolution}")
+        if (width, height) != (self.resolution, self.resolution):
+            raise SampleError(f"image is {width}x{height}, the manifest says {self.resolution}")
 
         u_main, u_alt = eval_caption_draws(image_id) if draws is None else draws
         index, alt = choose_captions(len(captions), u_main, u_alt)
         sample = {
-            "pixels": pixels,
             "caption": captions[index],
             "caption_alt": captions[alt],
             "caption_index": index,
@@ -169,26 +171,30 @@ class SampleDecoder:
 FEATURE_BATCH_KEYS = ("clip_img", "clip_txt", "clip_txt_alt", "perceptual")
 
 
-# Per-sample integers travel from the workers as numpy arrays, pickled inline with the batch, and become tensors
-# in the main process (small_arrays_as_tensors): a tensor sent from a DataLoader worker goes through its own
+# Per-sample integers and features travel from the workers as numpy arrays, pickled inline with the batch, and become
+# tensors in the main process (arrays_as_tensors): a tensor sent from a DataLoader worker goes through its own
 # shared-memory segment and file descriptor, which cost more than the array itself (measured: three such tensors
-# per batch took 1 worker from ~0.8 to ~0.7 of the in-process loader's samples/s at 64 px).
+# per batch took 1 worker from ~0.8 to ~0.7 of the in-process loader's samples/s at 64 px). The pixels, the one
+# large array, go through shared memory reused from batch to batch (textgan/data/loading/pixel_slots.py).
 SMALL_ARRAY_KEYS = ("caption_index", "caption_alt_index", "image_id")
 
 
-def small_arrays_as_tensors(batch: dict) -> dict:
-    for key in SMALL_ARRAY_KEYS:
-        batch[key] = torch.from_numpy(batch[key])
+def arrays_as_tensors(batch: dict) -> dict:
+    """The numpy arrays of a received batch (SMALL_ARRAY_KEYS, and FEATURE_BATCH_KEYS present) as tensors."""
+    for key in SMALL_ARRAY_KEYS + FEATURE_BATCH_KEYS:
+        if key in batch:
+            batch[key] = torch.from_numpy(batch[key])
     return batch
 
 
-def collate(samples: list) -> dict:
+def collate(samples: list, pixels) -> dict:
     """Decoded samples -> the batch dict the training loop sees (see textgan.data.loading.loader), but for
-    SMALL_ARRAY_KEYS, numpy arrays until small_arrays_as_tensors."""
+    `pixels` (what SlotPool.send gives for the rows the samples were decoded into) and the numpy arrays
+    that arrays_as_tensors converts in the main process."""
     batch = {
         # uint8 as decoded: a quarter of the bytes float32 would send from the worker processes, and the
         # conversion (to_float_image) runs where the batch is used, on the training device
-        "pixels": torch.from_numpy(np.stack([s["pixels"] for s in samples])),
+        "pixels": pixels,
         "caption": [s["caption"] for s in samples],
         "caption_alt": [s["caption_alt"] for s in samples],
         "caption_index": np.array([s["caption_index"] for s in samples], dtype=np.int64),
@@ -198,8 +204,34 @@ def collate(samples: list) -> dict:
     }
     for key in FEATURE_BATCH_KEYS:
         if key in samples[0]:
-            batch[key] = torch.from_numpy(np.stack([s[key] for s in samples]))
+            batch[key] = np.stack([s[key] for s in samples])
     return batch
+
+
+class BatchBuilder:
+    """Samples decoded one by one straight into the rows of their batch's pixel array (no stacking copy).
+
+    in_worker: built in a DataLoader worker process, whose batches' pixels go through shared memory."""
+
+    def __init__(self, decoding: dict, batch_size: int, in_worker: bool):
+        self.decoder = SampleDecoder(**decoding)
+        self.pool = SlotPool(batch_size, self.decoder.resolution, shared=in_worker)
+        self._samples, self._slot, self._pixels = [], None, None
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+    def add(self, raw: dict, draws=None) -> None:
+        """Decode `raw` into the next row (SampleDecoder.decode's `draws`); SampleError leaves the batch as it was."""
+        if self._pixels is None:
+            self._slot, self._pixels = self.pool.take()
+        self._samples.append(self.decoder.decode(raw, self._pixels[len(self._samples)], draws))
+
+    def finish(self) -> dict:
+        """The batch of the samples added since the last finish() (at least one)."""
+        batch = collate(self._samples, self.pool.send(self._slot, self._pixels, len(self._samples)))
+        self._samples, self._slot, self._pixels = [], None, None
+        return batch
 
 
 def decoder_settings(manifest: dict) -> dict:

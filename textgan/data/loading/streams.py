@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from textgan.data.loading.samples import SampleDecoder, SampleError, SkipCounter, collate, read_shard
+from textgan.data.loading.samples import BatchBuilder, SampleError, SkipCounter, read_shard
 
 # Keys of the per-stream random generators; different domains give independent streams.
 _SHARD_DOMAIN = 0
@@ -33,6 +33,10 @@ def _worker_index() -> int:
         return 0
     torch.set_num_threads(1)
     return info.id
+
+
+def _in_worker() -> bool:
+    return get_worker_info() is not None
 
 
 class _KnownDamage:
@@ -114,14 +118,13 @@ class TrainStream(IterableDataset):
         return _ShardVisit(raw, rng.permutation(len(raw)), rng.random((len(raw), 2)), shard)
 
     def _batches(self, stream, n, offset):
-        decoder = SampleDecoder(**self.decoding)
+        builder = BatchBuilder(self.decoding, self.batch_size, _in_worker())
         skips, reported, damage = SkipCounter(), 0, _KnownDamage()
         cache, visit = {}, None
         # A resumed stream re-enters visit n mid-way: that visit's losses were already counted.
         quiet_entry = offset > 0
         alive = {i for i, c in enumerate(self.counts) if c > 0}  # shards that may still serve
         served_by_visit, visit_from_start = 0, False
-        samples = []
         while True:
             if visit is None:
                 before = skips.count
@@ -146,19 +149,19 @@ class TrainStream(IterableDataset):
             offset += 1
             raw = visit.raw[visit.order[position]]
             try:
-                samples.append(decoder.decode(raw, tuple(visit.draws[position])))
+                builder.add(raw, tuple(visit.draws[position]))
                 served_by_visit += 1
             except SampleError as exn:
                 skips.skip(f"{self.paths[visit.shard]}:{raw.get('__key__')}", str(exn))
                 damage.failed_sample()
                 continue
-            if len(samples) == self.batch_size:
+            if len(builder) == self.batch_size:
                 if offset >= len(visit):  # normalise: "visit n finished" is "visit n+1 not started"
                     n, offset, visit = n + 1, 0, None
-                batch = collate(samples)
+                batch = builder.finish()
                 batch.update(_stream=stream, _pos=(n, offset), _skipped=skips.count - reported,
-                             _seen=len(samples), _damage=damage.report())
-                reported, samples = skips.count, []
+                             _seen=self.batch_size, _damage=damage.report())
+                reported = skips.count
                 yield batch
 
 
@@ -178,20 +181,21 @@ class EvalStream(IterableDataset):
 
     def __iter__(self):
         worker = _worker_index()
-        decoder = SampleDecoder(**self.decoding)
-        skips, reported, samples = SkipCounter(), 0, []
+        builder = BatchBuilder(self.decoding, self.batch_size, _in_worker())
+        skips, reported = SkipCounter(), 0
         for shard in self.shards_of_slot(worker):
             for raw in read_shard(self.paths[shard], self.counts[shard], skips):
                 try:
-                    samples.append(decoder.decode(raw))  # captions drawn from the image id
+                    builder.add(raw)  # captions drawn from the image id
                 except SampleError as exn:
                     skips.skip(f"{self.paths[shard]}:{raw.get('__key__')}", str(exn))
                     continue
-                if len(samples) == self.batch_size:
-                    yield dict(collate(samples), _stream=worker, _skipped=skips.count - reported,
-                               _seen=len(samples))
-                    reported, samples = skips.count, []
-        if samples:
-            yield dict(collate(samples), _stream=worker, _skipped=skips.count - reported, _seen=len(samples))
+                if len(builder) == self.batch_size:
+                    yield dict(builder.finish(), _stream=worker, _skipped=skips.count - reported,
+                               _seen=self.batch_size)
+                    reported = skips.count
+        if len(builder):
+            seen = len(builder)
+            yield dict(builder.finish(), _stream=worker, _skipped=skips.count - reported, _seen=seen)
         elif skips.count > reported:
             yield {"_stats_only": True, "_stream": worker, "_skipped": skips.count - reported, "_seen": 0}

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
+
 BLOCK = 512
 _REGULAR = (b"0", b"\0", b"7")  # regular file, old-style regular file, contiguous file
+_ZERO_BLOCK = bytes(BLOCK)
 
 
 class TarFormatError(ValueError):
@@ -35,14 +38,26 @@ def _number(raw: bytes) -> int:
     return int(text, 8) if text else 0
 
 
-def _checksum_ok(header: bytes) -> bool:
-    stored = _number(header[148:156])
-    # The byte sum with the checksum's own 8 bytes counted as spaces; some old writers summed signed bytes.
-    unsigned = sum(header[:148]) + 8 * 32 + sum(header[156:])
-    if stored == unsigned:
-        return True
-    high = sum(1 for b in header[:148] + header[156:] if b >= 128)
-    return stored == unsigned - 256 * high
+def _checksums_ok(headers: list) -> np.ndarray:
+    """Whether each 512-byte header's stored checksum matches it: the byte sum with the checksum's own 8 bytes
+    counted as spaces (some old writers summed signed bytes). All headers at once: a Python sum over one
+    header's bytes took ~3.5 us, half of what reading a shard cost per file."""
+    blocks = np.frombuffer(b"".join(headers), dtype=np.uint8).reshape(len(headers), BLOCK)
+    field = blocks[:, 148:156]
+    unsigned = blocks.sum(axis=1, dtype=np.uint32).astype(np.int64) - field.sum(axis=1, dtype=np.uint32) + 8 * 32
+    stored = np.array([_stored_checksum(h) for h in headers], dtype=np.int64)
+    ok = stored == unsigned
+    for i in np.flatnonzero(~ok):  # rare: try the signed sum
+        high = np.count_nonzero(blocks[i] >= 128) - np.count_nonzero(field[i] >= 128)
+        ok[i] = stored[i] == unsigned[i] - 256 * high
+    return ok
+
+
+def _stored_checksum(header: bytes) -> int:
+    try:
+        return _number(header[148:156])
+    except ValueError:
+        return -1  # not a number: matches no sum
 
 
 def _pax_records(data: bytes) -> dict:
@@ -66,7 +81,33 @@ def _read_exactly(f: io.BufferedReader, n: int, what: str) -> bytes:
 
 def iter_tar_files(f: io.BufferedReader):
     """(name, bytes) of each regular file of an open tar, in order. Raises TarFormatError at damage,
-    after yielding every file before it; ends quietly at the end-of-archive zero block or the file's end."""
+    after yielding every file before it; ends quietly at the end-of-archive zero block or the file's end.
+
+    The whole tar is read before the first file is yielded, so that all header checksums are checked
+    in one go (_checksums_ok); a file is yielded only when its header and every header before it pass."""
+    headers, files, error = [], [], None
+    try:
+        for name, data in _members(f, headers):
+            files.append((len(headers), name, data))
+    except (TarFormatError, ValueError, IndexError, UnicodeDecodeError) as exn:  # damage, or garbage in a header
+        error = exn if isinstance(exn, TarFormatError) else TarFormatError(f"bad header: {exn!r}")
+    good = len(headers)
+    if headers:
+        ok = _checksums_ok(headers)
+        if not ok.all():
+            good = int(np.argmin(ok))  # the first header that fails: nothing from it on is trusted
+            error = TarFormatError("bad header checksum: the tar is corrupt here")
+    for count, name, data in files:
+        if count > good:
+            break
+        yield name, data
+    if error is not None:
+        raise error
+
+
+def _members(f: io.BufferedReader, headers: list):
+    """(name, bytes) of each regular file, headers unchecked: every header read is appended to `headers`
+    first, so a file's header is headers[k - 1] when k headers were read by the time it is yielded."""
     long_name, pax = None, {}
     while True:
         header = f.read(BLOCK)
@@ -74,10 +115,9 @@ def iter_tar_files(f: io.BufferedReader):
             return  # no end-of-archive block: tolerated, as tarfile does
         if len(header) != BLOCK:
             raise TarFormatError(f"unexpected end of data in a header ({len(header)} of {BLOCK} bytes)")
-        if header.count(0) == BLOCK:
+        if header == _ZERO_BLOCK:
             return
-        if not _checksum_ok(header):
-            raise TarFormatError("bad header checksum: the tar is corrupt here")
+        headers.append(header)
         size = _number(header[124:136])
         kind = header[156:157]
         if kind in (b"x", b"L", b"g", b"K"):  # metadata for the next header (or global, ignored)
