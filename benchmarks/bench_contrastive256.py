@@ -16,7 +16,6 @@ every phase and one with the main phases only (benchmarks/bench_networks.py cycl
 """
 
 import os
-import statistics
 import time
 
 from bench_networks import (MAIN_PHASES, PHASES, cycle_seconds, median_phases, phase_clock_objective,
@@ -27,7 +26,9 @@ from harness import Result
 
 CLIP_MODEL = "ViT-B-32-quickgelu"
 PERCEPTUAL = "vgg16"
-SIZES = {"full": {"resolution": 256, "batch_gpu": 2, "repeats": 1, "overrides": []},
+# repeats: iterations with the main phases only per variant, where the terms' whole cost is (the regularization
+# phases run the same code in every variant: one iteration with every phase each).
+SIZES = {"full": {"resolution": 256, "batch_gpu": 2, "repeats": 3, "overrides": []},
          "quick": {"resolution": 64, "batch_gpu": 4, "repeats": 1, "overrides": ["model.size=0.125",
                                                                                  "data.resolution=64"]}}
 VARIANTS = {
@@ -87,9 +88,9 @@ def _cfg(opts: dict, variant: str):
 
 
 def timing_job(rank, world_size, opts: dict) -> dict:
-    """Every variant's engines in this one process (one text tower shared): a warm-up iteration with every phase,
-    then `repeats` rounds of one iteration with every phase and one with the main phases per variant, the order
-    rotated."""
+    """Every variant's engines in this one process (one text tower shared): a warm-up iteration with the main
+    phases, one round of an iteration with every phase, then `repeats` rounds of one with the main phases, each
+    round over every variant, the order rotated."""
     import itertools
 
     from textgan.data.loading.loader import train_loader
@@ -119,12 +120,13 @@ def timing_job(rank, world_size, opts: dict) -> dict:
         SHARD_SAMPLES // opts["batch_gpu"])))
     source = {v: batches_p112 if v in p112 else batches for v in names}
     for v, (setup, state) in runs.items():
-        phase_seconds(setup, state, source[v])
+        phase_seconds(setup, state, source[v], MAIN_PHASES)
     seconds = {v: {"full": [], "main": []} for v in names}
+    for v in names:
+        seconds[v]["full"].append(phase_seconds(*runs[v], source[v]))
     for rep in range(opts["repeats"]):
-        shift = rep % len(names)
+        shift = (rep + 1) % len(names)
         for v in names[shift:] + names[:shift]:
-            seconds[v]["full"].append(phase_seconds(*runs[v], source[v]))
             seconds[v]["main"].append(phase_seconds(*runs[v], source[v], MAIN_PHASES))
     schedule = runs["base"][0].cfg.schedule
     terms = sorted(runs["modified1"][0].objective.contrastive.weights)
@@ -164,8 +166,9 @@ def run(quick: bool = False):
         f"the same seed, one text tower shared, the same {SHARD_SAMPLES // size['batch_gpu']} real micro-batches "
         f"cycled (no data-loading cost; caption embeddings read from the shards in every variant). Terms on in "
         f"modified 1: {', '.join(timing['terms'])}, plus D's real-pair term in D's phase. Seconds per phase, in the "
-        f"iteration with every phase: {phases}; with the main phases only: {main_phases}. One warm-up iteration per "
-        f"variant, then {size['repeats']} round(s) of the two iterations per variant in rotated order, medians; "
+        f"iteration with every phase: {phases}; with the main phases only (medians): {main_phases}. One warm-up "
+        f"iteration per variant (main phases), one round of an iteration with every phase, then {size['repeats']} "
+        f"round(s) of one with the main phases, the order rotated; "
         f"{time.perf_counter() - start:.0f} s. The contrastive towers run in G's main phase only (the CLIP and "
         f"VGG forwards and backwards through the generated images, and without gradient through the real ones "
         f"unless precomputed; D's features of the real images for its image-image term).")
