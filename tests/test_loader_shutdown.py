@@ -6,6 +6,7 @@ Workers ignore SIGTERM and SIGINT (a preemption and Ctrl-C reach every process o
 why nothing but an explicit stop ends them while their parent lives.
 """
 
+import os
 import sys
 import textwrap
 import time
@@ -68,4 +69,37 @@ def test_a_process_that_dies_of_an_error_while_its_loader_iterates_exits_within_
     job = SessionJob(tmp_path, ["-c", script], program=(sys.executable,))
     code = job.wait(timeout=60)
     assert code == 1 and "RuntimeError: boom while training" in job.stderr
+    assert job.leftovers(grace=5) == []
+
+
+@pytest.mark.slow
+@pytest.mark.multiproc
+def test_a_pytest_session_whose_failed_tests_held_batches_still_exits(tmp_path):
+    # Failed tests that held batches: pytest keeps their reports, the loaders' iterators are dropped, and a
+    # worker blocked on its full queue is reachable through no live iterator, yet the interpreter's exit would
+    # join it forever (it ignores SIGTERM). The exit handler kills every loader worker left.
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    (tmp_path / "test_holding.py").write_text(textwrap.dedent(f"""
+        import itertools, sys
+        sys.path.insert(0, {tests_dir!r})
+        from shard_fixture import write_shards
+        from textgan.data.loading.loader import train_loader
+
+        def test_fail_while_holding(tmp_path):
+            write_shards(tmp_path, 60, 10)
+            it = iter(train_loader(tmp_path, 5, seed=2, num_workers=1))
+            held = [next(it) for _ in range(3)]
+            assert False, "boom"
+
+        def test_fail_while_holding_many(tmp_path):
+            write_shards(tmp_path, 60, 10)
+            it = iter(train_loader(tmp_path, 5, seed=2, num_workers=1))
+            held = [next(it) for _ in range(11)]
+            views = [b["pixels"][1:3] for b in itertools.islice(it, 16)]
+            assert False, "boom"
+    """))
+    job = SessionJob(tmp_path, ["-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path / "test_holding.py")],
+                     program=(sys.executable,))
+    code = job.wait(timeout=120)
+    assert code == 1 and "2 failed" in job.stdout
     assert job.leftovers(grace=5) == []

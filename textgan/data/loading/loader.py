@@ -113,12 +113,18 @@ def _data_loader(dataset, num_workers):
 # training loop) would make the process wait for its workers forever. _stop_left_workers, registered
 # after torch's and multiprocessing's exit handlers and so run before them, stops those workers.
 _RUNNING = weakref.WeakSet()
+# Every worker process started, for the same handler: an iterator dropped while a worker still runs (one blocked
+# on a full queue, its batches held by a failed test's traceback) is gone from _RUNNING, but the worker is
+# not, and the exit handler would wait for it forever. Dead ones are pruned at each start.
+_WORKER_PROCESSES = []
 
 
 def _start_workers(dataset, num_workers):
     batches = iter(_data_loader(dataset, num_workers))
     if num_workers > 0:
         _RUNNING.add(batches)
+        _WORKER_PROCESSES[:] = [w for w in _WORKER_PROCESSES if w.is_alive()]
+        _WORKER_PROCESSES.extend(getattr(batches, "_workers", []))
     return batches
 
 
@@ -142,6 +148,10 @@ def stop_workers(batches) -> None:
 def _stop_left_workers() -> None:
     for batches in list(_RUNNING):
         stop_workers(batches)
+    for worker in _WORKER_PROCESSES:
+        if worker.is_alive():
+            worker.kill()
+            worker.join(timeout=5)
 
 
 class TrainLoader:
