@@ -353,3 +353,15 @@ def test_draft_with_exif_rotation_reports_the_upright_original_size():
     img, size = load_rgb(data, draft_size=32)
     assert size == (200, 400)
     assert img.size == (50, 100)  # 1/4 scale (1/8 would make the short side 25 < 32), then rotated
+
+
+def test_the_builder_workers_decode_without_importing_torch():
+    """A builder worker imports only PIL and numpy (textgan.data.building.worker), though it checks what it
+    writes with the loader's decoder: a fresh worker process starts in well under a second."""
+    import subprocess
+    import sys
+
+    code = ("import sys, textgan.data.building.worker, textgan.data.decode; "
+            "print(sorted(m for m in ('torch', 'open_clip', 'webdataset') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

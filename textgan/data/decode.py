@@ -1,11 +1,15 @@
-"""Decoding stored samples into tensors: shared by the loader and the feature precompute,
-so that features read from shards and features computed during training see the same pixels."""
+"""Decoding stored samples into tensors: shared by the loader, the feature precompute and the shard builder's
+check of what it writes, so that all of them see the same pixels.
+
+torch is imported only where a tensor is made (to_float_image): the shard builder's worker processes decode
+with this module and import only PIL and numpy (a fresh worker starts in well under a second)."""
+
+from __future__ import annotations
 
 import io
 from typing import Optional
 
 import numpy as np
-import torch
 from PIL import Image, ImageFile, ImageOps
 
 # Start-of-frame markers (0xC0-0xCF but DHT 0xC4, JPG 0xC8 and DAC 0xCC): where a JPEG states its size.
@@ -81,6 +85,8 @@ def decode_jpeg_into(data: bytes, out: np.ndarray, fit_to: Optional[int] = None)
 
 def to_float_image(pixels) -> torch.Tensor:
     """uint8 [H, W, 3] (numpy or tensor) or a stack [B, H, W, 3] -> float32 [.., 3, H, W] in [-1, 1]."""
+    import torch
+
     t = torch.as_tensor(pixels)
     t = t.permute(2, 0, 1) if t.ndim == 3 else t.permute(0, 3, 1, 2)
     return t.to(torch.float32).div_(127.5).sub_(1.0)
