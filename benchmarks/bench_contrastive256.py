@@ -10,7 +10,8 @@ which costs the same: heterologous pairs reuse the rows of the batch). Variants:
   base              the base recipe: no contrastive term
   modified1         the real images' CLIP and VGG features computed on the fly (contrastive.precomputed=never)
   precomputed       read from the shards (contrastive.precomputed=require)
-  precomputed_p112  the same with contrastive.perceptual_size=112 (VGG sees 112 px, shards built so)
+  p112              modified1 with contrastive.perceptual_size=112 (VGG sees 112 px)
+  precomputed_p112  precomputed with contrastive.perceptual_size=112 (shards built with --perceptual-size 112)
 Each variant's seconds per iteration are assembled over one lazy-regularization cycle from an iteration with
 every phase and one with the main phases only (benchmarks/bench_networks.py cycle_seconds).
 """
@@ -35,6 +36,7 @@ VARIANTS = {
     "base": ("base.yaml", []),
     "modified1": ("modified1.yaml", ["contrastive.precomputed=never"]),
     "precomputed": ("modified1.yaml", ["contrastive.precomputed=require"]),
+    "p112": ("modified1.yaml", ["contrastive.precomputed=never", "contrastive.perceptual_size=112"]),
     "precomputed_p112": ("modified1.yaml", ["contrastive.precomputed=require", "contrastive.perceptual_size=112"]),
 }
 # One torch thread, as benchmarks/bench_networks.py: on a shared 2-core machine two threads time the scheduler.
@@ -77,7 +79,7 @@ def _cfg(opts: dict, variant: str):
     from textgan.config import load_config
 
     recipe, overrides = VARIANTS[variant]
-    size = 112 if variant.endswith("p112") else 224
+    size = 112 if variant.endswith("p112") else 224  # the shards whose VGG features the variant can read
     # The heterologous terms pair the two halves of a micro-batch, and InfoNCE needs 2 rows in each half.
     heterologous = ["contrastive.h=0.5"] if variant != "base" and opts["batch_gpu"] >= 4 else []
     return load_config(os.path.join(ROOT, "configs", "research", recipe), [
@@ -155,7 +157,10 @@ def run(quick: bool = False):
         Result("contrastive256/precomputed", f"{setting}: the same with the real images' CLIP and VGG features read "
                "from the shards, over the base recipe", "base", "modified 1, precomputed", cycle["base"],
                cycle["precomputed"], "s/iter"),
-        Result("contrastive256/precomputed_p112", f"{setting}: the same with VGG-16 at 112 px "
+        Result("contrastive256/p112", f"{setting}: modified 1 with VGG-16 at 112 px (contrastive.perceptual_size=112), "
+               "the real images' features computed on the fly, over the base recipe", "base",
+               "modified 1, VGG 112 px", cycle["base"], cycle["p112"], "s/iter"),
+        Result("contrastive256/precomputed_p112", f"{setting}: precomputed with VGG-16 at 112 px "
                "(contrastive.perceptual_size=112, shards built with --perceptual-size 112), over the base recipe",
                "base", "modified 1, precomputed, VGG 112 px", cycle["base"], cycle["precomputed_p112"], "s/iter"),
     ]

@@ -211,7 +211,7 @@ def run(quick: bool = False):
         "today's network paths with pl_batch_shrink=1, NCHW; nchw = the defaults but model.channels_last=false; "
         "today = the defaults (pl_batch_shrink 2, channels_last). The cycle of 16 iterations is assembled "
         "from the two timed ones (benchmarks/bench_networks.py cycle_seconds); the EMA update is in the last phase "
-        "of each. The machine was shared with a long experiment on both cores: absolute seconds are inflated and "
-        "noisy (one iteration of a phase varied by up to 20% between identical code paths at 256 px), the "
+        "of each. On this shared 2-core machine absolute seconds are noisy (one iteration of a phase varied by up "
+        "to 30% between identical code paths at 256 px, e.g. Gmain of the same variant in its two iterations), the "
         "side-by-side ratios less so.")
     return results

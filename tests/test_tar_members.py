@@ -89,19 +89,31 @@ def test_a_cut_tar_gives_the_files_before_the_cut_then_an_error(tmp_path):
         assert got == [f for f, end in zip(reference, data_ends) if end <= cut], cut
 
 
-def test_a_corrupt_header_stops_with_an_error_after_the_files_before_it(tmp_path):
+# directory header, first file's header + its 1000 bytes padded to 1024
+SECOND_HEADER = 512 + 512 + 1024
+
+
+def _read_with_second_header_damaged(tmp_path, damage, error: str) -> list:
+    """FILES[:3] written by tarfile, damage(data) applied, then read by ours until the TarFormatError matching
+    `error`; returns the files read before it."""
     path = tmp_path / "x.tar"
     write_with_tarfile(path, FILES[:3], tarfile.GNU_FORMAT)
     data = bytearray(path.read_bytes())
-    second_header = 512 + 512 + 1024  # directory header, first file's header + its 1000 bytes padded to 1024
-    data[second_header + 10] ^= 0xFF  # a byte of the second file's name: the checksum no longer matches
+    damage(data)
     (tmp_path / "bad.tar").write_bytes(bytes(data))
     got = []
-    with pytest.raises(TarFormatError, match="checksum"):
+    with pytest.raises(TarFormatError, match=error):
         with open(tmp_path / "bad.tar", "rb") as f:
             for item in iter_tar_files(f):
                 got.append(item)
-    assert got == FILES[:1]
+    return got
+
+
+def test_a_corrupt_header_stops_with_an_error_after_the_files_before_it(tmp_path):
+    def flip_a_name_byte(data):  # a byte of the second file's name: the checksum no longer matches
+        data[SECOND_HEADER + 10] ^= 0xFF
+
+    assert _read_with_second_header_damaged(tmp_path, flip_a_name_byte, "checksum") == FILES[:1]
     assert tarfile_files(tmp_path / "bad.tar") == FILES[:1]  # tarfile stops there too, but without a word
 
 
@@ -127,18 +139,10 @@ def test_a_header_checksummed_over_signed_bytes_is_read_as_tarfile_reads_it(tmp_
 
 
 def test_a_header_with_a_right_checksum_and_a_garbled_size_is_damage_not_a_crash(tmp_path):
-    path = tmp_path / "x.tar"
-    write_with_tarfile(path, FILES[:3], tarfile.GNU_FORMAT)
-    data = bytearray(path.read_bytes())
-    second_header = 512 + 512 + 1024
-    _rewrite_header(data, second_header, size=(124, b"zz\0"))
-    (tmp_path / "bad.tar").write_bytes(bytes(data))
-    got = []
-    with pytest.raises(TarFormatError, match="bad header"):
-        with open(tmp_path / "bad.tar", "rb") as f:
-            for item in iter_tar_files(f):
-                got.append(item)
-    assert got == FILES[:1]
+    def garble_the_size(data):
+        _rewrite_header(data, SECOND_HEADER, size=(124, b"zz\0"))
+
+    assert _read_with_second_header_damaged(tmp_path, garble_the_size, "bad header") == FILES[:1]
 
 
 # ---------------------------------------------------------------------- the builder's writer

@@ -7,10 +7,13 @@ with this module and import only PIL and numpy (a fresh worker starts in well un
 from __future__ import annotations
 
 import io
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
+
+if TYPE_CHECKING:
+    import torch
 
 # Start-of-frame markers (0xC0-0xCF but DHT 0xC4, JPG 0xC8 and DAC 0xCC): where a JPEG states its size.
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
@@ -43,7 +46,7 @@ def _plain_jpeg_size(data: bytes) -> Optional[tuple]:
     return None
 
 
-def _decoded_rgb(data: bytes) -> Image.Image:
+def decode_rgb(data: bytes) -> Image.Image:
     """The image in `data`, decoded, RGB.
 
     A plain JPEG (three 8-bit components) is decoded by PIL's JPEG decoder straight from the bytes
@@ -70,14 +73,14 @@ def decode_jpeg(data: bytes, fit_to: Optional[int] = None) -> np.ndarray:
     """JPEG (or any PIL-readable) bytes -> uint8 array [H, W, 3], RGB. fit_to=R: an image that is not
     R x R is center-cropped to a square and resized to R x R (Lanczos), as shards indexed from other
     tools may hold any size; one that is R x R is returned as stored."""
-    return np.array(_fitted(_decoded_rgb(data), fit_to), dtype=np.uint8)
+    return np.array(_fitted(decode_rgb(data), fit_to), dtype=np.uint8)
 
 
 def decode_jpeg_into(data: bytes, out: np.ndarray, fit_to: Optional[int] = None) -> tuple:
     """decode_jpeg written into `out` (uint8 [H, W, 3], e.g. a row of a batch being built) instead of a
     new array, which saves the loader a copy of every image (stacking rows into a batch). Returns the
     decoded image's (width, height); `out` is written only when that is its size, else left as it was."""
-    rgb = _fitted(_decoded_rgb(data), fit_to)
+    rgb = _fitted(decode_rgb(data), fit_to)
     if rgb.size == (out.shape[1], out.shape[0]):
         out[...] = np.asarray(rgb)  # np.asarray: the bytes PIL packs, read-only; copied once, into out
     return rgb.size

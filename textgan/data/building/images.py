@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from textgan.data import format as fmt
-from textgan.data.decode import decode_jpeg
+from textgan.data.decode import decode_rgb
 
 # Decompression-bomb guard. PIL's own limit (Image.MAX_IMAGE_PIXELS) only warns up to
 # twice its value, and the warning would be lost in a worker process; we refuse above
@@ -232,12 +232,12 @@ def _verify_jpeg(data: bytes, resolution: int) -> None:
     image, as much as the rest of this check at 64 px)."""
     try:
         with _reject_truncated_images():
-            shape = decode_jpeg(data).shape
+            width, height = decode_rgb(data).size  # decoded in full; no array of it is needed
     except Exception as e:
         raise ImageSkip(f"unreadable image: re-encoded JPEG does not decode ({e})") from None
     if not data.startswith(b"\xff\xd8\xff"):  # JPEG's start-of-image marker: what a .jpg member must hold
         raise ImageSkip("unreadable image: re-encoded JPEG is not a JPEG")
-    if shape != (resolution, resolution, 3):
+    if (width, height) != (resolution, resolution):
         raise ImageSkip("unreadable image: re-encoded JPEG has the wrong size")
 
 
